@@ -1,0 +1,412 @@
+"""params.yaml as typed, validated objects.
+
+Everything is checked when the file is loaded, before any compute: each error
+names the offending key and, where there is a closed set, the allowed values.
+A *setting* is a named set of overrides of the base setup; `Params.run()` resolves
+one (model, setting, seed) into everything a fine-tuning run needs.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.datasets.specs import SPECS
+
+AVAILABLE_DECODERS = ("linear",)
+SIZES = ("base", "large")
+NORMALIZATIONS = ("timm", "imagenet")
+PRETRAININGS = ("random", "supervised", "mim", "hub", "file")
+TOY_PRETRAININGS = ("random", "supervised", "mim")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+TAU_VARIANTS = ("b", "c")
+ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is missing, of the wrong type or outside its allowed values."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The keys a setting may override (the paper's benchmark settings)."""
+
+    decoder: str
+    size: str
+    patch_size: int
+    freeze_encoder: bool
+    dataset: str
+    eval_dataset: str
+    normalization: str
+
+
+SETUP_KEYS = tuple(f.name for f in fields(Setup))
+
+
+@dataclass(frozen=True)
+class Variant:
+    timm_name: str
+    timm_kwargs: dict = field(default_factory=dict)
+    pretrained: bool = False
+    checkpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    pretraining: str
+    variants: dict[str, Variant]
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    crop: int
+    steps: int
+
+
+@dataclass(frozen=True)
+class PrepareCfg:
+    shard_size: int
+    workers: int
+
+
+@dataclass(frozen=True)
+class PretrainCfg:
+    dataset: str
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    mask_ratio: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class FinetuneCfg:
+    batch_size: int
+    micro_batch_size: int
+    lr: float
+    encoder_lr_multiplier: float
+    weight_decay: float
+    poly_power: float
+    scale_range: tuple[float, float]
+    precision: str
+    compile: bool
+    workers: int
+    log_every: int
+
+    @property
+    def accumulation(self) -> int:
+        return self.batch_size // self.micro_batch_size
+
+
+@dataclass(frozen=True)
+class RankCfg:
+    base_setting: str
+    tau_variant: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning run: finetune@<model>-<setting>-<seed>."""
+
+    model: str
+    setting: str
+    seed: int
+    setup: Setup
+    variant: Variant
+    crop: int
+    steps: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.setting}-{self.seed}"
+
+
+@dataclass(frozen=True)
+class Params:
+    setup: Setup
+    models: tuple[str, ...]
+    settings: tuple[str, ...]
+    seeds: tuple[int, ...]
+    datasets: tuple[str, ...]
+    sizes: tuple[str, ...]
+    model_cfg: dict[str, ModelCfg]
+    setting_cfg: dict[str, dict]
+    data_root: str
+    data_cfg: dict[str, DataCfg]
+    generate: dict
+    prepare: PrepareCfg
+    pretrain: PretrainCfg
+    finetune: FinetuneCfg
+    rank: RankCfg
+
+    def setup_for(self, setting: str) -> Setup:
+        _check_choice(f"setting '{setting}'", setting, tuple(self.setting_cfg))
+        return replace(self.setup, **self.setting_cfg[setting])
+
+    def run(self, model: str, setting: str, seed: int) -> Run:
+        _check_choice("model", model, self.models)
+        _check_choice("setting", setting, self.settings)
+        _check_choice("seed", seed, self.seeds)
+        setup = self.setup_for(setting)
+        data = self.data_cfg[setup.dataset]
+        return Run(model, setting, seed, setup, self.model_cfg[model].variants[setup.size], data.crop, data.steps)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+TOP_LEVEL = SETUP_KEYS + (
+    "models", "settings", "seeds", "datasets", "sizes", "model_cfg", "setting_cfg", "data_root", "data_cfg",
+    "generate", "prepare", "pretrain", "finetune", "rank",
+)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse_params(raw)
+
+
+def parse_params(raw: dict) -> Params:
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL)}")
+    setup = _parse_setup(raw, "")
+    datasets = _id_list(raw, "datasets", allowed=tuple(SPECS))
+    sizes = _id_list(raw, "sizes", allowed=SIZES)
+    model_cfg = {
+        name: _parse_model(_get(cfg, name, dict, label=f"model_cfg.{name}"), f"model_cfg.{name}")
+        for cfg in [_get(raw, "model_cfg", dict)] for name in cfg
+    }
+    setting_cfg = _parse_setting_cfg(_get(raw, "setting_cfg", dict))
+    data_cfg = {
+        name: _parse_data(_get(cfg, name, dict, label=f"data_cfg.{name}"), f"data_cfg.{name}")
+        for cfg in [_get(raw, "data_cfg", dict)] for name in cfg
+    }
+    params = Params(
+        setup=setup,
+        models=_id_list(raw, "models", allowed=tuple(model_cfg)),
+        settings=_id_list(raw, "settings", allowed=tuple(setting_cfg)),
+        seeds=tuple(_get(raw, f"seeds[{i}]", int, value=s) for i, s in enumerate(_get(raw, "seeds", list))),
+        datasets=datasets,
+        sizes=sizes,
+        model_cfg=model_cfg,
+        setting_cfg=setting_cfg,
+        data_root=_get(raw, "data_root", str),
+        data_cfg=data_cfg,
+        generate=_get(raw, "generate", dict),
+        prepare=_parse_section(PrepareCfg, raw, "prepare"),
+        pretrain=_parse_section(PretrainCfg, raw, "pretrain"),
+        finetune=_parse_finetune(raw),
+        rank=_parse_section(RankCfg, raw, "rank"),
+    )
+    _validate(params)
+    return params
+
+
+def _validate(p: Params) -> None:
+    if not p.models or not p.settings or not p.seeds:
+        raise ConfigError("models, settings and seeds must each list at least one entry")
+    for name in p.datasets:
+        if name not in p.data_cfg:
+            raise ConfigError(f"datasets lists '{name}' but data_cfg.{name} is missing")
+    _check_choice("rank.base_setting", p.rank.base_setting, p.settings)
+    _check_choice("rank.tau_variant", p.rank.tau_variant, TAU_VARIANTS)
+    _check_choice("pretrain.dataset", p.pretrain.dataset, p.datasets)
+    for model in p.models:
+        missing = [s for s in p.sizes if s not in p.model_cfg[model].variants]
+        if missing:
+            raise ConfigError(f"model_cfg.{model}: no variant for size(s) {missing} listed in sizes")
+    _validate_setup(p, p.setup, "base setup")
+    for setting in p.settings:
+        _validate_setup(p, p.setup_for(setting), f"setting '{setting}' (setting_cfg.{setting} over the base setup)")
+    f = p.finetune
+    if f.batch_size % f.micro_batch_size:
+        raise ConfigError(
+            f"finetune.batch_size ({f.batch_size}) must be a multiple of finetune.micro_batch_size "
+            f"({f.micro_batch_size})"
+        )
+    if not 0 < f.scale_range[0] <= f.scale_range[1]:
+        raise ConfigError(f"finetune.scale_range must be [low, high] with 0 < low <= high, got {list(f.scale_range)}")
+    if not 0 < p.pretrain.mask_ratio < 1:
+        raise ConfigError(f"pretrain.mask_ratio must be in (0, 1), got {p.pretrain.mask_ratio}")
+
+
+def _validate_setup(p: Params, s: Setup, where: str) -> None:
+    _check_choice(f"decoder in {where}", s.decoder, AVAILABLE_DECODERS)
+    _check_choice(f"size in {where}", s.size, p.sizes)
+    _check_choice(f"dataset in {where}", s.dataset, p.datasets)
+    _check_choice(f"eval_dataset in {where}", s.eval_dataset, p.datasets)
+    _check_choice(f"normalization in {where}", s.normalization, NORMALIZATIONS)
+    if "val" not in SPECS[s.eval_dataset].splits:
+        raise ConfigError(
+            f"eval_dataset in {where}: '{s.eval_dataset}' has no validation split "
+            f"(datasets with one: {[n for n in p.datasets if 'val' in SPECS[n].splits]})"
+        )
+    train, evaluation = SPECS[s.dataset], SPECS[s.eval_dataset]
+    if train.classes != evaluation.classes:
+        raise ConfigError(f"{where}: dataset '{s.dataset}' and eval_dataset '{s.eval_dataset}' have different classes")
+    crop, eval_crop = p.data_cfg[s.dataset].crop, p.data_cfg[s.eval_dataset].crop
+    if crop != eval_crop:
+        raise ConfigError(
+            f"{where}: data_cfg.{s.dataset}.crop ({crop}) and data_cfg.{s.eval_dataset}.crop ({eval_crop}) "
+            "must match: the model is evaluated at the crop it was trained with"
+        )
+    if s.patch_size <= 0 or crop % s.patch_size:
+        divisors = [d for d in range(1, crop + 1) if crop % d == 0 and d <= 32]
+        raise ConfigError(
+            f"patch_size in {where}: {s.patch_size} does not divide the crop {crop} of data_cfg.{s.dataset}; "
+            f"allowed: {divisors}"
+        )
+
+
+def _parse_setup(raw: dict, prefix: str) -> Setup:
+    return Setup(
+        decoder=_get(raw, prefix + "decoder", str),
+        size=_get(raw, prefix + "size", str),
+        patch_size=_get(raw, prefix + "patch_size", int),
+        freeze_encoder=_get(raw, prefix + "freeze_encoder", bool),
+        dataset=_get(raw, prefix + "dataset", str),
+        eval_dataset=_get(raw, prefix + "eval_dataset", str),
+        normalization=_get(raw, prefix + "normalization", str),
+    )
+
+
+def _parse_setting_cfg(raw: dict) -> dict[str, dict]:
+    types = {f.name: f.type for f in fields(Setup)}
+    out = {}
+    for name, overrides in raw.items():
+        _check_id(f"setting_cfg.{name}", name)
+        overrides = overrides or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"setting_cfg.{name}: expected a mapping of overrides, got {overrides!r}")
+        for key, value in overrides.items():
+            if key not in SETUP_KEYS:
+                raise ConfigError(
+                    f"setting_cfg.{name}.{key}: a setting can only override base setup keys {list(SETUP_KEYS)}"
+                )
+            _get(overrides, key, {"str": str, "int": int, "bool": bool}[types[key]], label=f"setting_cfg.{name}.{key}")
+        out[name] = dict(overrides)
+    return out
+
+
+def _parse_model(raw: dict, key: str) -> ModelCfg:
+    _check_id(key, key.split(".")[-1])
+    pretraining = _get(raw, "pretraining", str, label=f"{key}.pretraining")
+    _check_choice(f"{key}.pretraining", pretraining, PRETRAININGS)
+    variants = {}
+    for size in SIZES:
+        if size not in raw:
+            continue
+        v = _get(raw, size, dict, label=f"{key}.{size}")
+        unknown = sorted(set(v) - {"timm_name", "timm_kwargs", "pretrained", "checkpoint"})
+        if unknown:
+            raise ConfigError(f"{key}.{size}: unknown key(s) {unknown}; allowed: timm_name, timm_kwargs, pretrained, checkpoint")
+        variant = Variant(
+            timm_name=_get(v, "timm_name", str, label=f"{key}.{size}.timm_name"),
+            timm_kwargs=dict(v.get("timm_kwargs") or {}),
+            pretrained=bool(v.get("pretrained", False)),
+            checkpoint=v.get("checkpoint"),
+        )
+        if pretraining == "hub" and not variant.pretrained:
+            raise ConfigError(f"{key}.{size}.pretrained must be true when {key}.pretraining is 'hub'")
+        if pretraining == "file" and not variant.checkpoint:
+            raise ConfigError(f"{key}.{size}.checkpoint must name a local file when {key}.pretraining is 'file'")
+        variants[size] = variant
+    extra = sorted(set(raw) - {"pretraining", *SIZES})
+    if extra:
+        raise ConfigError(f"{key}: unknown key(s) {extra}; allowed: pretraining, {', '.join(SIZES)}")
+    return ModelCfg(pretraining, variants)
+
+
+def _parse_data(raw: dict, key: str) -> DataCfg:
+    crop = _get(raw, "crop", int, label=f"{key}.crop")
+    steps = _get(raw, "steps", int, label=f"{key}.steps")
+    if crop <= 0 or steps <= 0:
+        raise ConfigError(f"{key}: crop and steps must be positive, got crop={crop}, steps={steps}")
+    return DataCfg(crop, steps)
+
+
+def _parse_finetune(raw: dict) -> FinetuneCfg:
+    cfg = _parse_section(FinetuneCfg, raw, "finetune")
+    _check_choice("finetune.precision", cfg.precision, PRECISIONS)
+    return cfg
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, float]": tuple}
+
+
+def _parse_section(cls, raw: dict, name: str):
+    section = _get(raw, name, dict)
+    expected = {f.name: f.type for f in fields(cls)}
+    unknown = sorted(set(section) - set(expected))
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {unknown}; allowed: {list(expected)}")
+    values = {}
+    for key, type_name in expected.items():
+        kind = _TYPES[type_name]
+        if kind is tuple:
+            pair = _get(section, key, list, label=f"{name}.{key}")
+            if len(pair) != 2:
+                raise ConfigError(f"{name}.{key}: expected two numbers, got {pair}")
+            values[key] = tuple(_get(section, key, float, label=f"{name}.{key}", value=x) for x in pair)
+        else:
+            values[key] = _get(section, key, kind, label=f"{name}.{key}")
+    for key in _POSITIVE & set(values):
+        if values[key] <= 0:
+            raise ConfigError(f"{name}.{key} must be positive, got {values[key]}")
+    return cls(**values)
+
+
+_POSITIVE = {"steps", "batch_size", "micro_batch_size", "shard_size", "log_every", "lr"}
+
+
+_MISSING = object()
+
+
+def _get(raw: dict, key: str, kind: type, *, label: str | None = None, value: Any = _MISSING) -> Any:
+    """Fetch `key` from `raw` (or check `value`) and check its type; errors name `label` or `key`."""
+    label = label or key
+    if value is _MISSING:
+        if key not in raw:
+            raise ConfigError(f"{label}: missing")
+        value = raw[key]
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        hint = " (write floats as 1.0e-4: YAML 1.1 reads 1e-4 as a string)" if isinstance(value, str) and kind is float else ""
+        raise ConfigError(f"{label}: expected {kind.__name__}, got {value!r}{hint}")
+    return value
+
+
+def _id_list(raw: dict, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    items = _get(raw, key, list)
+    for i, item in enumerate(items):
+        _get(raw, f"{key}[{i}]", str, value=item)
+        _check_choice(f"{key}[{i}]", item, allowed)
+    if len(set(items)) != len(items):
+        raise ConfigError(f"{key}: duplicate entries in {items}")
+    return tuple(items)
+
+
+def _check_id(key: str, name: str) -> None:
+    if not ID_PATTERN.match(str(name)):
+        raise ConfigError(f"{key}: '{name}' is not a valid id (use [a-z0-9_]: it appears in stage names and paths)")
+
+
+def _check_choice(key: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {list(allowed)}")

@@ -1,0 +1,224 @@
+"""Prepared datasets as WebDataset shards, and the loaders that read them back.
+
+A prepared dataset is a folder of `<split>-NNNNNN.tar` shards plus `manifest.json`. Each
+sample holds the original encoded image (never re-encoded) and a `label.png` of uint8
+train ids (255 = ignore).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_image
+
+from pipeline.atomic import atomic_path, write_json
+from pipeline.datasets.readers import SampleRef, list_samples, read_sample
+from pipeline.datasets.specs import DataError, get_spec
+
+MANIFEST = "manifest.json"
+IMAGE_EXTS = ("jpg", "png")
+
+
+def _prepare_sample(job: tuple[str, SampleRef]) -> tuple[str, str, bytes, bytes]:
+    """Read, validate and map one sample -> (key, image ext, image bytes, label PNG bytes)."""
+    dataset, ref = job
+    sample = read_sample(ref)
+    label = get_spec(dataset).map_labels(sample.label, sample.label_source)
+    width, height = Image.open(io.BytesIO(sample.image)).size
+    if label.shape != (height, width):
+        if dataset != "gta5":
+            raise DataError(
+                f"{sample.label_source}: label is {label.shape[1]}x{label.shape[0]} (WxH) but "
+                f"image {sample.image_source} is {width}x{height}; expected equal sizes")
+        # A few real GTA V labels differ in size from their image; the reference resizes them.
+        label = np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
+    buf = io.BytesIO()
+    Image.fromarray(label).save(buf, "PNG")
+    return sample.key, sample.image_ext, sample.image, buf.getvalue()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_shards(samples, out_dir: Path, split: str, shard_size: int) -> tuple[int, list[str]]:
+    names, writer, count = [], None, 0
+    try:
+        for key, ext, image, label in samples:
+            if count % shard_size == 0:
+                if writer is not None:
+                    writer.close()
+                names.append(f"{split}-{len(names):06d}.tar")
+                writer = wds.TarWriter(str(out_dir / names[-1]), mtime=0)
+            writer.write({"__key__": key, ext: image, "label.png": label})
+            count += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    return count, names
+
+
+def prepare_dataset(dataset: str, root: Path, out_dir: Path, shard_size: int, workers: int) -> dict:
+    """Read every split of `dataset` from its official layout under `root` into shards.
+
+    Each sample is checked (image decodes, label values legal, image and label sizes equal;
+    GTA V labels of another size are resized nearest to the image) and its label mapped to
+    train ids. Unlike the authors' code, which silently skips images whose label has a single
+    value, such images are kept: dropping them would change the data without notice.
+    `out_dir` is replaced atomically, so a failure leaves an earlier version intact.
+    """
+    spec = get_spec(dataset)
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    refs = {split: list_samples(dataset, Path(root), split) for split in spec.splits}
+    manifest = {"dataset": dataset, "classes": list(spec.classes),
+                "ignore_index": spec.ignore_index, "splits": {}}
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    try:
+        with atomic_path(out_dir) as tmp:
+            tmp.mkdir()
+            for split, split_refs in refs.items():
+                jobs = [(dataset, ref) for ref in split_refs]
+                if pool is None:
+                    samples = map(_prepare_sample, jobs)
+                else:
+                    chunk = max(1, min(64, len(jobs) // (4 * workers)))
+                    samples = pool.imap(_prepare_sample, jobs, chunksize=chunk)
+                count, names = _write_shards(samples, tmp, split, shard_size)
+                manifest["splits"][split] = {"count": count, "shards": names,
+                                             "sha256": {n: _sha256(tmp / n) for n in names}}
+            write_json(tmp / MANIFEST, manifest)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return manifest
+
+
+_MANIFEST_KEYS = {"dataset", "classes", "ignore_index", "splits"}
+
+
+def read_manifest(out_dir: Path) -> dict:
+    path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: missing or unreadable shards manifest ({err})") from err
+    if not isinstance(manifest, dict) or not _MANIFEST_KEYS <= manifest.keys():
+        raise DataError(f"{path}: corrupt manifest, expected keys {sorted(_MANIFEST_KEYS)}")
+    return manifest
+
+
+def _split_entry(out_dir: Path, split: str) -> dict:
+    splits = read_manifest(out_dir)["splits"]
+    if split not in splits:
+        raise DataError(f"{Path(out_dir) / MANIFEST}: no split {split!r}; "
+                        f"available: {sorted(splits)}")
+    return splits[split]
+
+
+def shard_paths(out_dir: Path, split: str) -> list[str]:
+    return [str(Path(out_dir) / name) for name in _split_entry(out_dir, split)["shards"]]
+
+
+def _read_shards(shards: list[str]):
+    """Raw samples of `shards` in order, without WebDataset's own node/worker splitting."""
+    return iter(wds.WebDataset(shards, shardshuffle=False, nodesplitter=None,
+                               workersplitter=None, empty_check=False))
+
+
+def decode_sample(sample: dict) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """WebDataset sample -> (key, image uint8 3xHxW RGB, label uint8 HxW)."""
+    key = sample["__key__"]
+    ext = next((e for e in IMAGE_EXTS if e in sample), None)
+    if ext is None or "label.png" not in sample:
+        raise DataError(f"{sample.get('__url__', '?')}: sample {key!r} lacks an image or label.png")
+    image = decode_image(torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8),
+                         mode=ImageReadMode.RGB)
+    label = decode_image(torch.frombuffer(bytearray(sample["label.png"]), dtype=torch.uint8),
+                         mode=ImageReadMode.GRAY)[0]
+    return key, image, label
+
+
+def load_split(out_dir: Path, split: str) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """All samples of a split, decoded, in manifest order (for evaluation)."""
+    entry = _split_entry(out_dir, split)
+    samples = [decode_sample(s) for s in _read_shards(shard_paths(out_dir, split))]
+    if len(samples) != entry["count"]:
+        raise DataError(f"{Path(out_dir)}: split {split!r} has {len(samples)} samples in its "
+                        f"shards, the manifest says {entry['count']}")
+    return samples
+
+
+def _generator(*ints: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence(list(ints)).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+def _buffer_shuffle(items, size: int, g: torch.Generator):
+    buf, size = [], max(size, 1)
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = int(torch.randint(len(buf), (), generator=g))
+        buf[j], item = item, buf[j]
+        yield item
+    while buf:
+        j = int(torch.randint(len(buf), (), generator=g))
+        buf[j], buf[-1] = buf[-1], buf[j]
+        yield buf.pop()
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Infinite, deterministic training stream over shards.
+
+    Epoch e visits the shards in an order drawn from (seed, e). The consumers (ranks x
+    DataLoader workers) split the shards between them when there are enough; otherwise every
+    consumer reads all shards and keeps the samples whose index is its own modulo the number
+    of consumers. Samples are shuffled with a buffer and passed, decoded, to
+    transform(image, label, generator), the generator seeded from (seed, rank, worker, epoch).
+    """
+
+    def __init__(self, shards: list[str], transform, seed: int, shuffle_buffer: int = 256,
+                 rank: int = 0, world_size: int = 1):
+        super().__init__()
+        if not shards:
+            raise DataError("TrainStream needs at least one shard")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.shards, self.transform, self.seed = list(shards), transform, seed
+        self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        consumer, consumers = self.rank * workers + worker, self.world_size * workers
+        for epoch in itertools.count():
+            order = torch.randperm(len(self.shards), generator=_generator(self.seed, epoch))
+            shards = [self.shards[i] for i in order.tolist()]
+            if len(shards) >= consumers:
+                samples = _read_shards(shards[consumer::consumers])
+            else:
+                samples = itertools.islice(_read_shards(shards), consumer, None, consumers)
+            g = _generator(self.seed, self.rank, worker, epoch)
+            empty = True
+            for sample in _buffer_shuffle(samples, self.shuffle_buffer, g):
+                empty = False
+                _, image, label = decode_sample(sample)
+                yield self.transform(image, label, g)
+            if empty:
+                raise DataError(f"TrainStream: no samples for rank {self.rank} worker {worker} "
+                                f"in {len(shards)} shard(s), e.g. {shards[0]}")

@@ -1,0 +1,33 @@
+"""Encoder + decoder: [0, 1] images to class logits at token resolution."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.networks.decoders import DECODERS
+from pipeline.networks.encoder import Encoder
+
+
+class Segmenter(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W floats in [0, 1] -> B x K x grid_h x grid_w logits."""
+        return self.decoder(self.encoder(x))
+
+
+def build_segmenter(decoder: str, num_classes: int, **encoder_kwargs) -> Segmenter:
+    """Encoder(**encoder_kwargs) topped by the registered decoder `decoder`."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; allowed: {sorted(DECODERS)}")
+    encoder = Encoder(**encoder_kwargs)
+    return Segmenter(encoder, DECODERS[decoder](encoder.embed_dim, num_classes, encoder.grid_size))
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of B x K x h x w logits, as the reference does before the loss and in evaluation."""
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

@@ -1,0 +1,93 @@
+"""Reading, checking and writing weight files.
+
+Every load is strict and every failure names the file, so a wrong or damaged
+checkpoint stops a run instead of silently leaving random weights in place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from pipeline.atomic import atomic_path
+
+WRAPPER_KEYS = ("model", "state_dict", "module")
+DDP_PREFIX = "module."
+MAX_LISTED = 20
+
+
+class CheckpointError(ValueError):
+    """A weight file is missing, unreadable or does not fit the module."""
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a ``.safetensors`` file or a torch pickle (``.pt``/``.pth``/``.bin``).
+
+    Any other suffix (e.g. the reference's ``*.pth.timm``) is read as a torch
+    pickle. Training-checkpoint wrappers (``{"model": ...}``, ``{"state_dict": ...}``,
+    ``{"module": ...}``) and a DDP ``module.`` key prefix are removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            content = safetensors.torch.load_file(path, device="cpu")
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a weight file?): {err}") from err
+    return _unwrap(content, path)
+
+
+def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
+    while isinstance(content, dict):
+        wrapper = next((k for k in WRAPPER_KEYS if isinstance(content.get(k), dict)), None)
+        if wrapper is None:
+            break
+        content = content[wrapper]
+    if not isinstance(content, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(content).__name__}, not a state dict")
+    not_tensors = [k for k, v in content.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"checkpoint {path} has non-tensor entries: {_listing(not_tensors)}")
+    if content and all(k.startswith(DDP_PREFIX) for k in content):
+        content = {k[len(DDP_PREFIX):]: v for k, v in content.items()}
+    return content
+
+
+def load_strict(module: nn.Module, state_dict: dict, source: str) -> None:
+    """Load `state_dict` into `module`; any key or shape difference is a CheckpointError naming `source`."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k}: expected {tuple(expected[k].shape)} vs got {tuple(state_dict[k].shape)}"
+        for k in expected
+        if k in state_dict and expected[k].shape != state_dict[k].shape
+    ]
+    found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": mismatched}
+    problems = [f"{label} ({len(items)}): {_listing(items)}" for label, items in found.items() if items]
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {source} does not fit {type(module).__name__}:\n  " + "\n  ".join(problems)
+        )
+    module.load_state_dict(state_dict, strict=True)
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED])
+    return shown if len(items) <= MAX_LISTED else f"{shown}, ... and {len(items) - MAX_LISTED} more"
+
+
+def save_state_dict(module_or_sd: nn.Module | dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write a module's (or a plain) state dict as a safetensors file, atomically."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"weights are written as safetensors; give a .safetensors path, not {path}")
+    state_dict = module_or_sd.state_dict() if isinstance(module_or_sd, nn.Module) else module_or_sd
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        safetensors.torch.save_file(tensors, tmp)

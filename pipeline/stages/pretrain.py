@@ -1,0 +1,44 @@
+"""pretrain@<model>-<size>: make the encoder's starting weights.
+
+Toys (random | supervised | mim) are trained here on the miniature; `hub` fetches timm's pretrained
+weights; `file` validates a local checkpoint. Either way the output is one native-shape timm state dict
+that finetune loads strictly, so fine-tuning never needs the network.
+"""
+from __future__ import annotations
+
+from pipeline import paths
+from pipeline.config import TOY_PRETRAININGS
+from pipeline.datasets.shards import shard_paths
+from pipeline.datasets.specs import get_spec
+from pipeline.networks.encoder import create_native_model
+from pipeline.networks.weights import load_state_dict_file, load_strict, save_state_dict
+from pipeline.stages.common import main, parser
+from pipeline.training.pretrain import pretrain_toy
+
+
+def run(args, params) -> None:
+    model_cfg = params.model_cfg.get(args.model)
+    if model_cfg is None or args.size not in model_cfg.variants:
+        raise FileNotFoundError(f"no model_cfg.{args.model}.{args.size} in {args.params}")
+    variant = model_cfg.variants[args.size]
+    if model_cfg.pretraining in TOY_PRETRAININGS:
+        spec = get_spec(params.pretrain.dataset)
+        shards = shard_paths(paths.shards(params.pretrain.dataset), "train")
+        state = pretrain_toy(model_cfg.pretraining, variant, params.setup.normalization, shards, params.pretrain,
+                             spec.num_classes, spec.ignore_index)
+    else:
+        model = create_native_model(variant.timm_name, model_cfg.pretraining == "hub", variant.timm_kwargs)
+        if model_cfg.pretraining == "file":
+            load_strict(model, load_state_dict_file(variant.checkpoint), source=variant.checkpoint)
+        state = model.state_dict()
+    out = paths.encoder_weights(args.model, args.size)
+    save_state_dict(state, out)
+    print(f"{args.model} ({args.size}, {model_cfg.pretraining}): {sum(v.numel() for v in state.values()) / 1e6:.2f}M "
+          f"parameters -> {out}")
+
+
+if __name__ == "__main__":
+    p = parser(__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--size", required=True)
+    main(run, p.parse_args())

@@ -1,0 +1,112 @@
+"""Pretraining of the miniature's toy ViTs, so that the miniature's ranking means something.
+
+Three kinds, mirroring the families the paper compares:
+- `random`: no pretraining (the seeded initialisation);
+- `supervised`: multi-label classification of which classes appear in a crop (image-level labels only);
+- `mim`: masked image modelling, SimMIM-style: masked patches are replaced by a learned mask token and
+  their per-patch-normalised pixels regressed from the last-layer tokens.
+The result is the timm model's state dict in its native shapes, which `finetune` loads through the same
+local-checkpoint path as real checkpoints.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pipeline.config import PretrainCfg, Variant
+from pipeline.datasets.augment import TrainAugment
+from pipeline.datasets.shards import TrainStream
+from pipeline.networks.encoder import Encoder
+from pipeline.training.finetune import seed_everything
+
+
+def native_size(variant: Variant) -> tuple[int, int]:
+    """(image size, patch size) the toy is pretrained at, from its timm kwargs (timm's defaults otherwise)."""
+    return variant.timm_kwargs.get("img_size", 224), variant.timm_kwargs.get("patch_size", 16)
+
+
+def build_toy(variant: Variant, normalization: str) -> Encoder:
+    img_size, patch = native_size(variant)
+    return Encoder(variant.timm_name, img_size, patch, timm_kwargs=variant.timm_kwargs, normalization=normalization)
+
+
+def presence_targets(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """B x K multi-hot: which classes have at least one pixel in each label map."""
+    valid = labels != ignore_index
+    onehot = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.float32)
+    onehot.scatter_(1, torch.where(valid, labels, num_classes).flatten(1), 1.0)
+    return onehot[:, :num_classes]
+
+
+def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
+    """B x 3 x H x W -> B x N x (patch*patch*3), patches in row-major token order."""
+    b, c, h, w = images.shape
+    x = images.reshape(b, c, h // patch, patch, w // patch, patch)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // patch) * (w // patch), patch * patch * c)
+
+
+class SupervisedObjective(nn.Module):
+    def __init__(self, encoder: Encoder, num_classes: int, ignore_index: int):
+        super().__init__()
+        self.encoder, self.num_classes, self.ignore_index = encoder, num_classes, ignore_index
+        self.head = nn.Linear(encoder.embed_dim, num_classes)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        logits = self.head(self.encoder(images).mean(dim=1))
+        return F.binary_cross_entropy_with_logits(logits, presence_targets(labels, self.num_classes, self.ignore_index))
+
+
+class MaskedImageObjective(nn.Module):
+    def __init__(self, encoder: Encoder, mask_ratio: float):
+        super().__init__()
+        self.encoder, self.mask_ratio = encoder, mask_ratio
+        self.patch = encoder.model.patch_embed.patch_size[0]
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, encoder.embed_dim))
+        self.head = nn.Linear(encoder.embed_dim, self.patch * self.patch * 3)
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        vit = self.encoder.model
+        tokens = vit.patch_embed(self.encoder.normalize(images))
+        b, n, _ = tokens.shape
+        mask = torch.rand(b, n, generator=generator).argsort(dim=1) < int(round(n * self.mask_ratio))
+        tokens = torch.where(mask[..., None], self.mask_token.to(tokens.dtype), tokens)
+        x = vit.norm(vit.blocks(vit.norm_pre(vit._pos_embed(tokens))))
+        prediction = self.head(x[:, self.encoder.num_prefix_tokens:])
+        target = patchify(images, self.patch)
+        target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
+        return ((prediction - target) ** 2).mean(-1)[mask].mean()
+
+
+def pretrain_toy(
+    method: str, variant: Variant, normalization: str, shards: list[str], cfg: PretrainCfg, num_classes: int,
+    ignore_index: int,
+) -> dict[str, torch.Tensor]:
+    """Train a toy encoder with `method`; return the timm model's state dict (native shapes)."""
+    seed_everything(cfg.seed)
+    encoder = build_toy(variant, normalization)
+    if method == "random":
+        return encoder.model.state_dict()
+    if method == "supervised":
+        objective: nn.Module = SupervisedObjective(encoder, num_classes, ignore_index)
+    elif method == "mim":
+        objective = MaskedImageObjective(encoder, cfg.mask_ratio)
+    else:
+        raise ValueError(f"unknown toy pretraining {method!r}; allowed: random, supervised, mim")
+    generator = torch.Generator().manual_seed(cfg.seed)
+    stream = TrainStream(shards, TrainAugment(native_size(variant)[0]), seed=cfg.seed)
+    batches = iter(DataLoader(stream, batch_size=cfg.batch_size))
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
+    objective.train()
+    for step in range(1, cfg.steps + 1):
+        images, labels = next(batches)
+        loss = objective(images.float() / 255, labels.long(), generator)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"toy pretraining ({method}): loss is {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    return encoder.model.state_dict()

@@ -1,0 +1,101 @@
+import pytest
+import yaml
+
+from pipeline.config import AVAILABLE_DECODERS, SETUP_KEYS, ConfigError, load_params, parse_params
+from tests.conftest import REPO
+
+
+def test_repository_params_load_and_resolve_every_run():
+    params = load_params(REPO / "params.yaml")
+    for model in params.models:
+        for setting in params.settings:
+            run = params.run(model, setting, params.seeds[0])
+            assert run.crop % run.setup.patch_size == 0
+            assert run.name == f"{model}-{setting}-{params.seeds[0]}"
+
+
+def test_settings_override_only_their_keys(raw_params):
+    params = parse_params(raw_params)
+    base = params.setup
+    gta = params.setup_for("gta5")
+    assert (gta.dataset, gta.eval_dataset) == ("gta5", "cityscapes")
+    assert {k for k in SETUP_KEYS if getattr(gta, k) != getattr(base, k)} == {"dataset", "eval_dataset"}
+    assert params.setup_for("linear_probing").freeze_encoder is True
+    assert params.setup_for("patch8").patch_size == 8
+    large = params.run(params.models[0], "vit_large", params.seeds[0])
+    assert large.variant == params.model_cfg[params.models[0]].variants["large"]
+
+
+def test_paper_settings_are_all_defined(raw_params):
+    expected = {"default", "linear_probing", "mask2former", "vit_large", "patch8", "pascal_voc", "cityscapes", "gta5"}
+    assert expected <= set(raw_params["setting_cfg"])
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda p: p.update(models=["nope"]), "models[0]: unknown value 'nope'"),
+        (lambda p: p.update(settings=["default", "bogus"]), "settings[1]: unknown value 'bogus'"),
+        (lambda p: p.update(dataset="imagenet"), "dataset in base setup: unknown value 'imagenet'"),
+        (lambda p: p.update(decoder="unet"), "decoder in base setup"),
+        (lambda p: p.update(patch_size=24), "patch_size in base setup"),
+        (lambda p: p["setting_cfg"].update(weird={"learning_rate": 1}), "setting_cfg.weird.learning_rate"),
+        (lambda p: p["finetune"].update(lr="1e-4"), "write floats as 1.0e-4"),
+        (lambda p: p["finetune"].update(batch_size=0), "finetune.batch_size must be positive"),
+        (lambda p: p["finetune"].update(micro_batch_size=5), "must be a multiple of finetune.micro_batch_size"),
+        (lambda p: p.update(datasets=["ade20k"]), "dataset in setting 'pascal_voc'"),
+        (lambda p: p["setting_cfg"].update(patch8={"patch_size": 7}), "patch_size in setting 'patch8'"),
+        (lambda p: p["model_cfg"].update(Bad={"pretraining": "random"}), "not a valid id"),
+        (lambda p: p["rank"].update(base_setting="mask2former"), "rank.base_setting"),
+        (lambda p: p.update(extra_key=1), "unknown top-level key(s) ['extra_key']"),
+    ],
+)
+def test_bad_params_name_the_key(raw_params, edit, fragment):
+    edit(raw_params)
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw_params)
+    assert fragment in str(err.value)
+
+
+def test_unknown_decoder_lists_allowed_values(raw_params):
+    raw_params["decoder"] = "unet"
+    with pytest.raises(ConfigError, match=r"allowed: \['linear'"):
+        parse_params(raw_params)
+
+
+def test_patch_error_lists_divisors(raw_params):
+    raw_params["settings"] = ["default", "patch8"]
+    raw_params["setting_cfg"]["patch8"] = {"patch_size": 12}
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw_params)
+    assert "12 does not divide the crop 128" in str(err.value) and "16" in str(err.value)
+
+
+def test_setting_outside_the_study_is_not_checked_until_used(raw_params):
+    raw_params["settings"] = ["default"]
+    raw_params["setting_cfg"]["patch8"] = {"patch_size": 12}
+    params = parse_params(raw_params)
+    with pytest.raises(ConfigError, match="setting: unknown value 'patch8'"):
+        params.run(params.models[0], "patch8", params.seeds[0])
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("decoder: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_config_decoders_match_the_network_registry():
+    from pipeline.networks.decoders import DECODERS
+
+    assert set(AVAILABLE_DECODERS) == set(DECODERS)
+
+
+def test_paper_params_file_is_valid():
+    raw = yaml.safe_load((REPO / "params-paper.yaml").read_text())
+    params = parse_params(raw)
+    assert len(params.models) == 10 and len(params.settings) == 7 and params.seeds == (0, 1, 2)
+    assert params.data_cfg["ade20k"].steps == 40000 and params.data_cfg["cityscapes"].crop == 1024

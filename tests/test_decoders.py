@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from pipeline.networks.decoders import DECODERS, LinearDecoder
+from pipeline.networks.segmenter import Segmenter, build_segmenter, upsample_logits
+
+TINY = dict(embed_dim=32, depth=2, num_heads=2)
+
+
+def test_linear_decoder_is_the_same_linear_map_on_every_token():
+    torch.manual_seed(0)
+    decoder = LinearDecoder(embed_dim=8, num_classes=5, grid_size=(2, 3))
+    tokens = torch.randn(4, 6, 8)
+    logits = decoder(tokens)
+    assert logits.shape == (4, 5, 2, 3)
+    weight, bias = decoder.head.weight, decoder.head.bias
+    for n in range(6):  # token n sits at row n // 3, column n % 3
+        torch.testing.assert_close(logits[:, :, n // 3, n % 3], tokens[:, n] @ weight.T + bias)
+    assert [type(m).__name__ for m in decoder.modules()] == ["LinearDecoder", "Linear"]
+
+
+def test_build_segmenter_gives_token_resolution_logits():
+    segmenter = build_segmenter("linear", 7, timm_name="vit_tiny_patch16_224", img_size=64, patch_size=8,
+                                timm_kwargs=TINY)
+    assert isinstance(segmenter, Segmenter) and DECODERS["linear"] is LinearDecoder
+    x = torch.rand(2, 3, 64, 64)
+    logits = segmenter(x)
+    assert logits.shape == (2, 7, 8, 8)
+    torch.testing.assert_close(logits, segmenter.decoder(segmenter.encoder(x)))
+    assert upsample_logits(logits, (64, 64)).shape == (2, 7, 64, 64)
+
+
+def test_unknown_decoder_names_the_choices():
+    with pytest.raises(ValueError, match=r"'mlp'.*'linear'"):
+        build_segmenter("mlp", 7, timm_name="vit_tiny_patch16_224", img_size=64, patch_size=8)
+
+
+def test_upsample_logits_is_bilinear_without_corner_alignment():
+    logits = torch.tensor([[[[0.0, 1.0]]]])
+    assert upsample_logits(logits, (1, 4)).flatten().tolist() == [0.0, 0.25, 0.75, 1.0]

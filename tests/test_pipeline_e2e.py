@@ -1,0 +1,108 @@
+"""`dvc repro` of a further-shrunk study in a temporary git repository: every declared output exists and parses."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+COPIED = ["pipeline", "dvc.yaml", "plots/templates", ".dvcignore", ".gitignore"]
+
+
+def shrink(params: dict) -> dict:
+    params.update(models=["random", "supervised"], settings=["default", "patch8", "gta5"], seeds=[0, 1],
+                  datasets=["ade20k", "cityscapes", "gta5"], sizes=["base"])
+    params["generate"]["counts"] = {"ade20k": {"train": 12, "val": 4}, "pascal_voc": {"train": 2, "val": 2},
+                                    "cityscapes": {"train": 4, "val": 2}, "gta5": {"train": 6}}
+    params["data_cfg"] = {name: {"crop": 64, "steps": 3} for name in ["ade20k", "pascal_voc", "cityscapes", "gta5"]}
+    params["pretrain"].update(steps=4, batch_size=4)
+    params["finetune"].update(batch_size=4, micro_batch_size=2, log_every=1)
+    for cfg in params["model_cfg"].values():
+        for size in ("base", "large"):
+            cfg[size]["timm_kwargs"].update(img_size=32, embed_dim=32, depth=2, num_heads=2)
+    return params
+
+
+def run(cmd, cwd, env):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    for name in COPIED:
+        src, dst = REPO / name, root / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dst)
+    params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(root / ".site_cache"),
+               DVC_GLOBAL_CONFIG_DIR=str(root / ".dvc_global"), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    dvc = [sys.executable, "-m", "dvc"]
+    run(["git", "init", "-q"], root, env)
+    run(dvc + ["init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", "study"], root, env)
+    output = run(dvc + ["repro"], root, env)
+    return root, params, env, dvc, output
+
+
+def test_every_run_writes_flat_numeric_metrics(study):
+    root, params, *_ = study
+    for model in params["models"]:
+        for setting in params["settings"]:
+            for seed in params["seeds"]:
+                metrics = json.loads((root / f"metrics/finetune/{model}-{setting}-{seed}.json").read_text())
+                assert 0.0 <= metrics["miou"] <= 1.0
+                assert metrics["optimizer_steps"] == 3
+                assert all(isinstance(v, (int, float)) for v in metrics.values())
+                assert (root / f"models/finetune/{model}-{setting}-{seed}/segmenter.safetensors").is_file()
+                assert list((root / f"plots/train/{model}-{setting}-{seed}").rglob("*.tsv"))
+
+
+def test_ranking_has_a_tau_and_time_ratio_for_every_setting(study):
+    root, params, *_ = study
+    ranking = json.loads((root / "metrics/ranking.json").read_text())
+    assert set(ranking["settings"]) == set(params["settings"])
+    assert ranking["settings"]["default"]["time_ratio"] == pytest.approx(1.0)
+    for setting in params["settings"]:
+        assert "time_ratio" in ranking["settings"][setting]
+    assert set(ranking["models"]) == set(params["models"])
+
+
+def test_plots_are_long_format_records_and_figures_exist(study):
+    root, params, *_ = study
+    miou = json.loads((root / "plots/miou.json").read_text())
+    assert len(miou) == len(params["models"]) * len(params["settings"])
+    assert {"model", "setting", "miou", "miou_std", "rank"} <= set(miou[0])
+    for name in ["tau.json", "training_time.json"]:
+        assert isinstance(json.loads((root / "plots" / name).read_text()), list)
+    figures = {p.name for p in (root / "plots/figures").glob("*.png")}
+    assert figures == {"tau.png", "miou_patch8.png", "miou_gta5.png"}
+
+
+def test_dvc_sees_metrics_and_plots_and_a_second_repro_runs_nothing(study):
+    root, params, env, dvc, output = study
+    assert "mIoU % mean±std" in output
+    shown = json.loads(run(dvc + ["metrics", "show", "--json"], root, env))
+    assert shown
+    plots = json.loads(run(dvc + ["plots", "show", "--json"], root, env))
+    assert "plots/miou.json" in json.dumps(plots)
+    again = run(dvc + ["repro"], root, env)
+    assert "Running stage" not in again
+    status = run(dvc + ["status"], root, env)
+    assert "changed" not in status

@@ -1,0 +1,81 @@
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.training.finetune import segmentation_loss
+from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
+from pipeline.training.precision import resolve_precision
+from pipeline.training.pretrain import patchify, presence_targets
+
+
+def test_segmentation_loss_is_mean_ce_over_labelled_pixels_of_upsampled_logits():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 4, 4)
+    target = torch.randint(0, 5, (2, 16, 16))
+    target[0, :8] = 255
+    up = F.interpolate(logits, size=(16, 16), mode="bilinear", align_corners=False)
+    log_probs = up.log_softmax(1)
+    valid = target != 255
+    picked = log_probs.permute(0, 2, 3, 1)[valid].gather(1, target[valid][:, None]).squeeze(1)
+    assert segmentation_loss(logits, target, 255).item() == pytest.approx(-picked.mean().item(), rel=1e-5)
+
+
+def test_segmentation_loss_without_labelled_pixels_is_zero_not_nan():
+    logits = torch.randn(1, 3, 2, 2, requires_grad=True)
+    loss = segmentation_loss(logits, torch.full((1, 8, 8), 255), 255)
+    loss.backward()
+    assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_optimizer_groups_learning_rates_and_decay_on_every_parameter():
+    encoder, decoder = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)), nn.Linear(4, 2)
+    optimizer = build_optimizer(encoder, decoder, lr=1e-4, encoder_lr_multiplier=0.1, weight_decay=0.05)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["decoder"]["lr"] == pytest.approx(1e-4) and groups["encoder"]["lr"] == pytest.approx(1e-5)
+    assert all(g["weight_decay"] == 0.05 for g in optimizer.param_groups)
+    counted = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+    assert counted == sum(p.numel() for p in [*encoder.parameters(), *decoder.parameters()])
+
+
+def test_poly_schedule_decays_to_zero_over_optimizer_steps():
+    encoder, decoder = nn.Linear(2, 2), nn.Linear(2, 2)
+    optimizer = build_optimizer(encoder, decoder, lr=1.0, encoder_lr_multiplier=0.1, weight_decay=0.0)
+    schedule = build_schedule(optimizer, steps=10, power=0.9)
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert seen == pytest.approx([(1 - k / 10) ** 0.9 for k in range(10)])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.0)
+
+
+def test_count_trainable_ignores_frozen_parameters():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    assert count_trainable(model) == 4 * 2 + 2
+
+
+def test_precision_resolution():
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_presence_targets_mark_classes_with_pixels_and_skip_ignore():
+    labels = torch.tensor([[[0, 0], [2, 255]], [[255, 255], [255, 255]]])
+    targets = presence_targets(labels, num_classes=3, ignore_index=255)
+    assert targets.tolist() == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+
+
+def test_patchify_matches_token_order_of_a_patch_embedding():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 8, 12)
+    patches = patchify(images, 4)
+    assert patches.shape == (2, 6, 48)
+    # Patch (row 1, col 2) is token 1 * 3 + 2, pixels in (y, x, channel) order.
+    expected = images[1, :, 4:8, 8:12].permute(1, 2, 0).reshape(-1)
+    assert torch.equal(patches[1, 5], expected)
