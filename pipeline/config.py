@@ -80,6 +80,7 @@ class PretrainCfg:
     lr: float
     weight_decay: float
     mask_ratio: float
+    presence_cell: int
     seed: int
 
 
@@ -242,6 +243,20 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"finetune.scale_range must be [low, high] with 0 < low <= high, got {list(f.scale_range)}")
     if not 0 < p.pretrain.mask_ratio < 1:
         raise ConfigError(f"pretrain.mask_ratio must be in (0, 1), got {p.pretrain.mask_ratio}")
+    for name in p.models:
+        if p.model_cfg[name].pretraining == "supervised":
+            for size in p.sizes:
+                _validate_presence_cell(p.pretrain.presence_cell, p.model_cfg[name].variants[size], f"model_cfg.{name}.{size}")
+
+
+def _validate_presence_cell(cell: int, variant: Variant, key: str) -> None:
+    img_size = variant.timm_kwargs.get("img_size", 224)
+    patch = variant.timm_kwargs.get("patch_size", 16)
+    if img_size % cell or cell % patch:
+        raise ConfigError(
+            f"pretrain.presence_cell ({cell}) must divide {key} img_size ({img_size}) and be a multiple of its "
+            f"patch size ({patch})"
+        )
 
 
 def _validate_setup(p: Params, s: Setup, where: str) -> None:
@@ -370,7 +385,7 @@ def _parse_section(cls, raw: dict, name: str):
     return cls(**values)
 
 
-_POSITIVE = {"steps", "batch_size", "micro_batch_size", "shard_size", "log_every", "lr"}
+_POSITIVE = {"steps", "batch_size", "micro_batch_size", "shard_size", "log_every", "lr", "presence_cell"}
 
 
 _MISSING = object()

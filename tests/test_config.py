@@ -38,7 +38,7 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p.update(settings=["default", "bogus"]), "settings[1]: unknown value 'bogus'"),
         (lambda p: p.update(dataset="imagenet"), "dataset in base setup: unknown value 'imagenet'"),
         (lambda p: p.update(decoder="unet"), "decoder in base setup"),
-        (lambda p: p.update(patch_size=24), "patch_size in base setup"),
+        (lambda p: p.update(patch_size=20), "patch_size in base setup"),
         (lambda p: p["setting_cfg"].update(weird={"learning_rate": 1}), "setting_cfg.weird.learning_rate"),
         (lambda p: p["finetune"].update(lr="1e-4"), "write floats as 1.0e-4"),
         (lambda p: p["finetune"].update(batch_size=0), "finetune.batch_size must be positive"),
@@ -65,10 +65,12 @@ def test_unknown_decoder_lists_allowed_values(raw_params):
 
 def test_patch_error_lists_divisors(raw_params):
     raw_params["settings"] = ["default", "patch8"]
-    raw_params["setting_cfg"]["patch8"] = {"patch_size": 12}
+    raw_params["setting_cfg"]["patch8"] = {"patch_size": 10}
+    crop = raw_params["data_cfg"][raw_params["dataset"]]["crop"]
     with pytest.raises(ConfigError) as err:
         parse_params(raw_params)
-    assert "12 does not divide the crop 128" in str(err.value) and "16" in str(err.value)
+    divisors = [d for d in range(1, 33) if crop % d == 0]
+    assert f"10 does not divide the crop {crop}" in str(err.value) and f"allowed: {divisors}" in str(err.value)
 
 
 def test_setting_outside_the_study_is_not_checked_until_used(raw_params):

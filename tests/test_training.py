@@ -65,10 +65,21 @@ def test_precision_resolution():
         resolve_precision("fp16", torch.device("cpu"))
 
 
-def test_presence_targets_mark_classes_with_pixels_and_skip_ignore():
-    labels = torch.tensor([[[0, 0], [2, 255]], [[255, 255], [255, 255]]])
-    targets = presence_targets(labels, num_classes=3, ignore_index=255)
-    assert targets.tolist() == [[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+def test_presence_targets_per_cell_match_a_direct_count():
+    torch.manual_seed(0)
+    labels = torch.randint(0, 6, (3, 8, 12))
+    labels[0, :4, :4] = 255
+    labels[1] = 255
+    targets = presence_targets(labels, num_classes=6, ignore_index=255, cell=4)
+    assert targets.shape == (3, 6, 2, 3)
+    for b in range(3):
+        for r in range(2):
+            for c in range(3):
+                block = labels[b, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4]
+                expected = [float((block == k).any()) for k in range(6)]
+                assert targets[b, :, r, c].tolist() == expected
+    whole = presence_targets(labels, num_classes=6, ignore_index=255, cell=8)
+    assert whole.shape == (3, 6, 1, 1) and whole[1].sum() == 0
 
 
 def test_patchify_matches_token_order_of_a_patch_embedding():

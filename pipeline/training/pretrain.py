@@ -32,12 +32,17 @@ def build_toy(variant: Variant, normalization: str) -> Encoder:
     return Encoder(variant.timm_name, img_size, patch, timm_kwargs=variant.timm_kwargs, normalization=normalization)
 
 
-def presence_targets(labels: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
-    """B x K multi-hot: which classes have at least one pixel in each label map."""
-    valid = labels != ignore_index
-    onehot = torch.zeros(labels.shape[0], num_classes + 1, dtype=torch.float32)
-    onehot.scatter_(1, torch.where(valid, labels, num_classes).flatten(1), 1.0)
-    return onehot[:, :num_classes]
+def presence_targets(labels: torch.Tensor, num_classes: int, ignore_index: int, cell: int) -> torch.Tensor:
+    """B x K x H/cell x W/cell multi-hot: which classes have at least one pixel in each cell x cell cell."""
+    rows, cols = labels.shape[1] // cell, labels.shape[2] // cell
+    labels = labels[:, : rows * cell, : cols * cell]
+    b, h, w = labels.shape
+    cells = (torch.arange(h)[:, None] // cell * cols + torch.arange(w)[None, :] // cell).expand(b, h, w)
+    classes = torch.where(labels == ignore_index, num_classes, labels)
+    index = (torch.arange(b)[:, None, None] * rows * cols + cells) * (num_classes + 1) + classes
+    present = torch.zeros(b * rows * cols * (num_classes + 1))
+    present[index.flatten()] = 1.0
+    return present.view(b, rows, cols, num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2)
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -48,14 +53,30 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 class SupervisedObjective(nn.Module):
-    def __init__(self, encoder: Encoder, num_classes: int, ignore_index: int):
+    """Multi-label class presence per `cell` x `cell` region of the crop (cell = crop: whole-image tags).
+
+    Tags of regions rather than of the whole crop play the part of object-centric images with one
+    label each: with whole-crop tags every token learns to carry global content, which helps a
+    classifier but not a segmenter.
+    """
+
+    def __init__(self, encoder: Encoder, num_classes: int, ignore_index: int, cell: int):
         super().__init__()
-        self.encoder, self.num_classes, self.ignore_index = encoder, num_classes, ignore_index
+        self.encoder, self.num_classes, self.ignore_index, self.cell = encoder, num_classes, ignore_index, cell
+        self.tokens_per_cell = cell // encoder.model.patch_embed.patch_size[0]
         self.head = nn.Linear(encoder.embed_dim, num_classes)
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        logits = self.head(self.encoder(images).mean(dim=1))
-        return F.binary_cross_entropy_with_logits(logits, presence_targets(labels, self.num_classes, self.ignore_index))
+        tokens = self.encoder(images)
+        b, n, d = tokens.shape
+        grid = tokens.transpose(1, 2).reshape(b, d, *self.encoder.grid_size)
+        cells = F.avg_pool2d(grid, self.tokens_per_cell)
+        logits = self.head(cells.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        targets = presence_targets(labels, self.num_classes, self.ignore_index, self.cell)
+        self.seen |= targets.amax(dim=(0, 2, 3)) > 0
+        loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return loss[:, self.seen].mean()
 
 
 class MaskedImageObjective(nn.Module):
@@ -89,7 +110,7 @@ def pretrain_toy(
     if method == "random":
         return encoder.model.state_dict()
     if method == "supervised":
-        objective: nn.Module = SupervisedObjective(encoder, num_classes, ignore_index)
+        objective: nn.Module = SupervisedObjective(encoder, num_classes, ignore_index, cfg.presence_cell)
     elif method == "mim":
         objective = MaskedImageObjective(encoder, cfg.mask_ratio)
     else:
