@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.datasets.specs import SPECS
+from pipeline.errors import PipelineError
 
 AVAILABLE_DECODERS = ("linear",)
 SIZES = ("base", "large")
@@ -26,7 +27,7 @@ TAU_VARIANTS = ("b", "c")
 ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
 
 
-class ConfigError(ValueError):
+class ConfigError(PipelineError):
     """A params.yaml value is missing, of the wrong type or outside its allowed values."""
 
 
@@ -81,6 +82,7 @@ class PretrainCfg:
     weight_decay: float
     mask_ratio: float
     presence_cell: int
+    workers: int
     seed: int
 
 
@@ -147,6 +149,11 @@ class Params:
     def setup_for(self, setting: str) -> Setup:
         _check_choice(f"setting '{setting}'", setting, tuple(self.setting_cfg))
         return replace(self.setup, **self.setting_cfg[setting])
+
+    def variant(self, model: str, size: str) -> Variant:
+        _check_choice("model", model, self.models)
+        _check_choice("size", size, self.sizes)
+        return self.model_cfg[model].variants[size]
 
     def run(self, model: str, setting: str, seed: int) -> Run:
         _check_choice("model", model, self.models)

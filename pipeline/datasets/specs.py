@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import PipelineError
 
-class DataError(ValueError):
+
+class DataError(PipelineError):
     """Bad or missing data; the message names the file(s) and what was expected."""
 
 

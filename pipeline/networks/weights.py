@@ -12,13 +12,14 @@ import torch
 from torch import nn
 
 from pipeline.atomic import atomic_path
+from pipeline.errors import PipelineError
 
 WRAPPER_KEYS = ("model", "state_dict", "module")
 DDP_PREFIX = "module."
 MAX_LISTED = 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PipelineError):
     """A weight file is missing, unreadable or does not fit the module."""
 
 

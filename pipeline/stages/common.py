@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import Callable
 
-from pipeline.config import ConfigError, Params, load_params
+from pipeline.config import Params, load_params
+from pipeline.errors import PipelineError
 
 PARAMS_FILE = "params.yaml"
 
@@ -17,19 +18,10 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def main(stage: Callable[[argparse.Namespace, Params], None], args: argparse.Namespace) -> None:
-    """Load and validate params, run the stage; expected errors exit 1 with a one-line message."""
-    from pipeline.datasets.specs import DataError
-
-    expected: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError)
-    try:
-        from pipeline.networks.weights import CheckpointError
-
-        expected += (CheckpointError,)
-    except ImportError:
-        pass
+    """Load and validate params, run the stage; errors the user can fix exit 1 with a one-line message."""
     try:
         params = load_params(args.params)
         stage(args, params)
-    except expected as err:
+    except (PipelineError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

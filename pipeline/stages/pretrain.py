@@ -17,10 +17,8 @@ from pipeline.training.pretrain import pretrain_toy
 
 
 def run(args, params) -> None:
-    model_cfg = params.model_cfg.get(args.model)
-    if model_cfg is None or args.size not in model_cfg.variants:
-        raise FileNotFoundError(f"no model_cfg.{args.model}.{args.size} in {args.params}")
-    variant = model_cfg.variants[args.size]
+    variant = params.variant(args.model, args.size)
+    model_cfg = params.model_cfg[args.model]
     if model_cfg.pretraining in TOY_PRETRAININGS:
         spec = get_spec(params.pretrain.dataset)
         shards = shard_paths(paths.shards(params.pretrain.dataset), "train")

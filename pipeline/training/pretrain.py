@@ -117,7 +117,7 @@ def pretrain_toy(
         raise ValueError(f"unknown toy pretraining {method!r}; allowed: random, supervised, mim")
     generator = torch.Generator().manual_seed(cfg.seed)
     stream = TrainStream(shards, TrainAugment(native_size(variant)[0]), seed=cfg.seed)
-    batches = iter(DataLoader(stream, batch_size=cfg.batch_size))
+    batches = iter(DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
     objective.train()
