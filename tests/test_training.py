@@ -90,3 +90,35 @@ def test_patchify_matches_token_order_of_a_patch_embedding():
     # Patch (row 1, col 2) is token 1 * 3 + 2, pixels in (y, x, channel) order.
     expected = images[1, :, 4:8, 8:12].permute(1, 2, 0).reshape(-1)
     assert torch.equal(patches[1, 5], expected)
+
+
+def tiny_encoder():
+    from pipeline.networks.encoder import Encoder
+
+    return Encoder("vit_small_patch16_224", 32, 16, timm_kwargs={"img_size": 32, "embed_dim": 16, "depth": 1, "num_heads": 2})
+
+
+def test_masked_image_objective_regresses_only_masked_patches():
+    from pipeline.training.pretrain import MaskedImageObjective
+
+    torch.manual_seed(0)
+    objective = MaskedImageObjective(tiny_encoder(), mask_ratio=0.5)
+    images = torch.rand(2, 3, 32, 32)
+    loss = objective(images, None, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and objective.mask_token.grad.abs().sum() > 0
+    other = objective(images, None, torch.Generator().manual_seed(1))
+    assert not torch.isclose(loss, other)
+
+
+def test_supervised_objective_targets_regions_of_the_crop():
+    from pipeline.training.pretrain import SupervisedObjective
+
+    objective = SupervisedObjective(tiny_encoder(), num_classes=5, ignore_index=255, cell=16)
+    labels = torch.full((2, 32, 32), 255)
+    labels[:, :16, :16] = 3
+    loss = objective(torch.rand(2, 3, 32, 32), labels, torch.Generator())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert objective.seen.tolist() == [False, False, False, True, False]
+    assert objective.head.weight.grad[[0, 1, 2, 4]].abs().sum() == 0
