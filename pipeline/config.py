@@ -54,6 +54,11 @@ class Variant:
     pretrained: bool = False
     checkpoint: str | None = None
 
+    @property
+    def toy_input(self) -> tuple[int, int]:
+        """(image size, patch size) a toy is pretrained at: its timm kwargs, else timm's ViT defaults."""
+        return self.timm_kwargs.get("img_size", 224), self.timm_kwargs.get("patch_size", 16)
+
 
 @dataclass(frozen=True)
 class ModelCfg:
@@ -194,14 +199,15 @@ def parse_params(raw: dict) -> Params:
     setup = _parse_setup(raw, "")
     datasets = _id_list(raw, "datasets", allowed=tuple(SPECS))
     sizes = _id_list(raw, "sizes", allowed=SIZES)
+    models_raw, data_raw = _get(raw, "model_cfg", dict), _get(raw, "data_cfg", dict)
     model_cfg = {
-        name: _parse_model(_get(cfg, name, dict, label=f"model_cfg.{name}"), f"model_cfg.{name}")
-        for cfg in [_get(raw, "model_cfg", dict)] for name in cfg
+        name: _parse_model(_get(models_raw, name, dict, label=f"model_cfg.{name}"), f"model_cfg.{name}")
+        for name in models_raw
     }
     setting_cfg = _parse_setting_cfg(_get(raw, "setting_cfg", dict))
     data_cfg = {
-        name: _parse_data(_get(cfg, name, dict, label=f"data_cfg.{name}"), f"data_cfg.{name}")
-        for cfg in [_get(raw, "data_cfg", dict)] for name in cfg
+        name: _parse_data(_get(data_raw, name, dict, label=f"data_cfg.{name}"), f"data_cfg.{name}")
+        for name in data_raw
     }
     params = Params(
         setup=setup,
@@ -253,12 +259,12 @@ def _validate(p: Params) -> None:
     for name in p.models:
         if p.model_cfg[name].pretraining == "supervised":
             for size in p.sizes:
-                _validate_presence_cell(p.pretrain.presence_cell, p.model_cfg[name].variants[size], f"model_cfg.{name}.{size}")
+                variant = p.model_cfg[name].variants[size]
+                _validate_presence_cell(p.pretrain.presence_cell, variant, f"model_cfg.{name}.{size}")
 
 
 def _validate_presence_cell(cell: int, variant: Variant, key: str) -> None:
-    img_size = variant.timm_kwargs.get("img_size", 224)
-    patch = variant.timm_kwargs.get("patch_size", 16)
+    img_size, patch = variant.toy_input
     if img_size % cell or cell % patch:
         raise ConfigError(
             f"pretrain.presence_cell ({cell}) must divide {key} img_size ({img_size}) and be a multiple of its "

@@ -48,6 +48,7 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p["model_cfg"].update(Bad={"pretraining": "random"}), "not a valid id"),
         (lambda p: p["rank"].update(base_setting="mask2former"), "rank.base_setting"),
         (lambda p: p.update(extra_key=1), "unknown top-level key(s) ['extra_key']"),
+        (lambda p: p["pretrain"].update(presence_cell=20), "pretrain.presence_cell (20) must divide"),
     ],
 )
 def test_bad_params_name_the_key(raw_params, edit, fragment):

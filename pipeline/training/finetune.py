@@ -1,6 +1,7 @@
 """Fine-tuning a segmenter and evaluating it: the benchmark's training protocol (reference notes §4-6)."""
 from __future__ import annotations
 
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -165,4 +166,4 @@ def finetune(run: Run, cfg: FinetuneCfg, train_shards: Path, eval_shards: Path, 
 def per_class_iou(confusion: ConfusionMatrix, classes: tuple[str, ...]) -> dict[str, float]:
     """`iou_<class>` for every class present in the ground truth or the prediction (absent ones have no IoU)."""
     ious = confusion.iou().tolist()
-    return {f"iou_{name.replace(' ', '_')}": value for name, value in zip(classes, ious) if value == value}
+    return {f"iou_{name.replace(' ', '_')}": value for name, value in zip(classes, ious) if not math.isnan(value)}

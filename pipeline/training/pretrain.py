@@ -22,13 +22,8 @@ from pipeline.networks.encoder import Encoder
 from pipeline.training.finetune import seed_everything
 
 
-def native_size(variant: Variant) -> tuple[int, int]:
-    """(image size, patch size) the toy is pretrained at, from its timm kwargs (timm's defaults otherwise)."""
-    return variant.timm_kwargs.get("img_size", 224), variant.timm_kwargs.get("patch_size", 16)
-
-
 def build_toy(variant: Variant, normalization: str) -> Encoder:
-    img_size, patch = native_size(variant)
+    img_size, patch = variant.toy_input
     return Encoder(variant.timm_name, img_size, patch, timm_kwargs=variant.timm_kwargs, normalization=normalization)
 
 
@@ -116,7 +111,7 @@ def pretrain_toy(
     else:
         raise ValueError(f"unknown toy pretraining {method!r}; allowed: random, supervised, mim")
     generator = torch.Generator().manual_seed(cfg.seed)
-    stream = TrainStream(shards, TrainAugment(native_size(variant)[0]), seed=cfg.seed)
+    stream = TrainStream(shards, TrainAugment(variant.toy_input[0]), seed=cfg.seed)
     batches = iter(DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers))
     optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)
