@@ -17,7 +17,7 @@ import yaml
 from pipeline.datasets.specs import SPECS
 from pipeline.errors import PipelineError
 
-AVAILABLE_DECODERS = ("linear",)
+AVAILABLE_DECODERS = ("linear", "mask2former")
 SIZES = ("base", "large")
 NORMALIZATIONS = ("timm", "imagenet")
 PRETRAININGS = ("random", "supervised", "mim", "hub", "file")
@@ -49,10 +49,17 @@ SETUP_KEYS = tuple(f.name for f in fields(Setup))
 
 @dataclass(frozen=True)
 class Variant:
+    """One size of a model: the timm model, its construction switches and where its weights come from.
+
+    `pretrain_tokens` is the number of tokens per image in the model's (last) pretraining
+    stage (paper Table 2), shown next to the fine-tuning grid by the zoo listing.
+    """
+
     timm_name: str
     timm_kwargs: dict = field(default_factory=dict)
     pretrained: bool = False
     checkpoint: str | None = None
+    pretrain_tokens: int | None = None
 
     @property
     def toy_input(self) -> tuple[int, int]:
@@ -62,8 +69,11 @@ class Variant:
 
 @dataclass(frozen=True)
 class ModelCfg:
+    """`compile: false` keeps torch.compile off for this model whatever finetune.compile says (EVA-02)."""
+
     pretraining: str
     variants: dict[str, Variant]
+    compile: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,6 +121,34 @@ class FinetuneCfg:
 
 
 @dataclass(frozen=True)
+class Mask2FormerCfg:
+    """Single-scale Mask2Former: architecture, then matcher/loss (reference §3)."""
+
+    hidden_dim: int
+    num_queries: int
+    num_blocks: int
+    num_heads: int
+    ffn_dim: int
+    num_points: int
+    oversample_ratio: float
+    importance_ratio: float
+    class_weight: float
+    mask_weight: float
+    dice_weight: float
+    no_object_weight: float
+
+    @property
+    def decoder_kwargs(self) -> dict:
+        return {k: getattr(self, k) for k in ("hidden_dim", "num_queries", "num_blocks", "num_heads", "ffn_dim")}
+
+    @property
+    def loss_kwargs(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "class_weight", "mask_weight", "dice_weight", "no_object_weight", "num_points", "oversample_ratio",
+            "importance_ratio")}
+
+
+@dataclass(frozen=True)
 class RankCfg:
     base_setting: str
     tau_variant: str
@@ -127,6 +165,7 @@ class Run:
     variant: Variant
     crop: int
     steps: int
+    compile: bool
 
     @property
     def name(self) -> str:
@@ -145,6 +184,7 @@ class Params:
     setting_cfg: dict[str, dict]
     data_root: str
     data_cfg: dict[str, DataCfg]
+    mask2former: Mask2FormerCfg
     generate: dict
     prepare: PrepareCfg
     pretrain: PretrainCfg
@@ -166,7 +206,9 @@ class Params:
         _check_choice("seed", seed, self.seeds)
         setup = self.setup_for(setting)
         data = self.data_cfg[setup.dataset]
-        return Run(model, setting, seed, setup, self.model_cfg[model].variants[setup.size], data.crop, data.steps)
+        model_cfg = self.model_cfg[model]
+        return Run(model, setting, seed, setup, model_cfg.variants[setup.size], data.crop, data.steps,
+                   compile=self.finetune.compile and model_cfg.compile)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -175,7 +217,7 @@ class Params:
 
 TOP_LEVEL = SETUP_KEYS + (
     "models", "settings", "seeds", "datasets", "sizes", "model_cfg", "setting_cfg", "data_root", "data_cfg",
-    "generate", "prepare", "pretrain", "finetune", "rank",
+    "decoder_cfg", "generate", "prepare", "pretrain", "finetune", "rank",
 )
 
 
@@ -220,6 +262,7 @@ def parse_params(raw: dict) -> Params:
         setting_cfg=setting_cfg,
         data_root=_get(raw, "data_root", str),
         data_cfg=data_cfg,
+        mask2former=_parse_mask2former(raw),
         generate=_get(raw, "generate", dict),
         prepare=_parse_section(PrepareCfg, raw, "prepare"),
         pretrain=_parse_section(PretrainCfg, raw, "pretrain"),
@@ -339,24 +382,37 @@ def _parse_model(raw: dict, key: str) -> ModelCfg:
         if size not in raw:
             continue
         v = _get(raw, size, dict, label=f"{key}.{size}")
-        unknown = sorted(set(v) - {"timm_name", "timm_kwargs", "pretrained", "checkpoint"})
+        allowed = [f.name for f in fields(Variant)]
+        unknown = sorted(set(v) - set(allowed))
         if unknown:
-            raise ConfigError(f"{key}.{size}: unknown key(s) {unknown}; allowed: timm_name, timm_kwargs, pretrained, checkpoint")
+            raise ConfigError(f"{key}.{size}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
         variant = Variant(
             timm_name=_get(v, "timm_name", str, label=f"{key}.{size}.timm_name"),
-            timm_kwargs=dict(v.get("timm_kwargs") or {}),
-            pretrained=bool(v.get("pretrained", False)),
-            checkpoint=v.get("checkpoint"),
+            timm_kwargs=dict(_optional(v, "timm_kwargs", dict, f"{key}.{size}") or {}),
+            pretrained=_optional(v, "pretrained", bool, f"{key}.{size}") or False,
+            checkpoint=_optional(v, "checkpoint", str, f"{key}.{size}"),
+            pretrain_tokens=_optional(v, "pretrain_tokens", int, f"{key}.{size}"),
         )
         if pretraining == "hub" and not variant.pretrained:
             raise ConfigError(f"{key}.{size}.pretrained must be true when {key}.pretraining is 'hub'")
         if pretraining == "file" and not variant.checkpoint:
             raise ConfigError(f"{key}.{size}.checkpoint must name a local file when {key}.pretraining is 'file'")
         variants[size] = variant
-    extra = sorted(set(raw) - {"pretraining", *SIZES})
+    extra = sorted(set(raw) - {"pretraining", "compile", *SIZES})
     if extra:
-        raise ConfigError(f"{key}: unknown key(s) {extra}; allowed: pretraining, {', '.join(SIZES)}")
-    return ModelCfg(pretraining, variants)
+        raise ConfigError(f"{key}: unknown key(s) {extra}; allowed: pretraining, compile, {', '.join(SIZES)}")
+    compile_ok = _optional(raw, "compile", bool, key)
+    return ModelCfg(pretraining, variants, True if compile_ok is None else compile_ok)
+
+
+def _optional(raw: dict, key: str, kind: type, parent: str) -> Any:
+    """`raw[key]` checked as `kind`, or None when absent or empty; positive when an int."""
+    if raw.get(key) is None:
+        return None
+    value = _get(raw, key, kind, label=f"{parent}.{key}")
+    if kind is int and value <= 0:
+        raise ConfigError(f"{parent}.{key} must be positive, got {value}")
+    return value
 
 
 def _parse_data(raw: dict, key: str) -> DataCfg:
@@ -365,6 +421,18 @@ def _parse_data(raw: dict, key: str) -> DataCfg:
     if crop <= 0 or steps <= 0:
         raise ConfigError(f"{key}: crop and steps must be positive, got crop={crop}, steps={steps}")
     return DataCfg(crop, steps)
+
+
+def _parse_mask2former(raw: dict) -> Mask2FormerCfg:
+    decoder_cfg = _get(raw, "decoder_cfg", dict)
+    cfg = _parse_section(Mask2FormerCfg, decoder_cfg, "mask2former", label="decoder_cfg.mask2former")
+    if cfg.hidden_dim % cfg.num_heads:
+        raise ConfigError(f"decoder_cfg.mask2former.hidden_dim ({cfg.hidden_dim}) must be a multiple of "
+                          f"num_heads ({cfg.num_heads})")
+    if not 0 <= cfg.importance_ratio <= 1 or cfg.oversample_ratio < 1:
+        raise ConfigError("decoder_cfg.mask2former: importance_ratio must be in [0, 1] and oversample_ratio >= 1, "
+                          f"got {cfg.importance_ratio} and {cfg.oversample_ratio}")
+    return cfg
 
 
 def _parse_finetune(raw: dict) -> FinetuneCfg:
@@ -376,8 +444,10 @@ def _parse_finetune(raw: dict) -> FinetuneCfg:
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, float]": tuple}
 
 
-def _parse_section(cls, raw: dict, name: str):
-    section = _get(raw, name, dict)
+def _parse_section(cls, raw: dict, name: str, label: str | None = None):
+    """`raw[name]` as dataclass `cls`; errors are reported under `label` (default: `name`)."""
+    section = _get(raw, name, dict, label=label)
+    name = label or name
     expected = {f.name: f.type for f in fields(cls)}
     unknown = sorted(set(section) - set(expected))
     if unknown:
@@ -398,7 +468,10 @@ def _parse_section(cls, raw: dict, name: str):
     return cls(**values)
 
 
-_POSITIVE = {"steps", "batch_size", "micro_batch_size", "shard_size", "log_every", "lr", "presence_cell"}
+_POSITIVE = {
+    "steps", "batch_size", "micro_batch_size", "shard_size", "log_every", "lr", "presence_cell", "hidden_dim",
+    "num_queries", "num_blocks", "num_heads", "ffn_dim", "num_points",
+}
 
 
 _MISSING = object()

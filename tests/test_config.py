@@ -46,7 +46,14 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p.update(datasets=["ade20k"]), "dataset in setting 'pascal_voc'"),
         (lambda p: p["setting_cfg"].update(patch8={"patch_size": 7}), "patch_size in setting 'patch8'"),
         (lambda p: p["model_cfg"].update(Bad={"pretraining": "random"}), "not a valid id"),
-        (lambda p: p["rank"].update(base_setting="mask2former"), "rank.base_setting"),
+        (lambda p: p["rank"].update(base_setting="nope"), "rank.base_setting"),
+        (lambda p: p["decoder_cfg"]["mask2former"].update(num_heads=3), "must be a multiple of num_heads (3)"),
+        (lambda p: p["decoder_cfg"]["mask2former"].update(num_queries=0), "decoder_cfg.mask2former.num_queries must"),
+        (lambda p: p["decoder_cfg"]["mask2former"].update(importance_ratio=1.5), "importance_ratio must be in"),
+        (lambda p: p["decoder_cfg"]["mask2former"].pop("ffn_dim"), "decoder_cfg.mask2former.ffn_dim: missing"),
+        (lambda p: p["model_cfg"]["random"]["base"].update(pretrain_tokens=-4), "random.base.pretrain_tokens must"),
+        (lambda p: p["model_cfg"]["random"]["base"].update(timm_kwargs=[1]), "random.base.timm_kwargs: expected"),
+        (lambda p: p["model_cfg"]["random"].update(compile="no"), "model_cfg.random.compile: expected bool"),
         (lambda p: p.update(extra_key=1), "unknown top-level key(s) ['extra_key']"),
         (lambda p: p["pretrain"].update(presence_cell=20), "pretrain.presence_cell (20) must divide"),
     ],
@@ -91,6 +98,15 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_params(bad)
 
 
+def test_a_model_can_opt_out_of_compile(raw_params):
+    raw_params["finetune"]["compile"] = True
+    raw_params["model_cfg"]["mim"]["compile"] = False
+    params = parse_params(raw_params)
+    assert params.run("random", "default", 0).compile and not params.run("mim", "default", 0).compile
+    raw_params["finetune"]["compile"] = False
+    assert not parse_params(raw_params).run("random", "default", 0).compile
+
+
 def test_config_decoders_match_the_network_registry():
     from pipeline.networks.decoders import DECODERS
 
@@ -100,5 +116,10 @@ def test_config_decoders_match_the_network_registry():
 def test_paper_params_file_is_valid():
     raw = yaml.safe_load((REPO / "params-paper.yaml").read_text())
     params = parse_params(raw)
-    assert len(params.models) == 10 and len(params.settings) == 7 and params.seeds == (0, 1, 2)
+    assert len(params.models) == 10 and len(params.settings) == 8 and params.seeds == (0, 1, 2)
     assert params.data_cfg["ade20k"].steps == 40000 and params.data_cfg["cityscapes"].crop == 1024
+    assert params.finetune.compile and not params.run("eva02", "default", 0).compile
+    m2f = params.mask2former
+    assert (m2f.hidden_dim, m2f.num_queries, m2f.num_blocks, m2f.num_heads, m2f.ffn_dim) == (256, 100, 9, 8, 2048)
+    assert (m2f.num_points, m2f.oversample_ratio, m2f.importance_ratio) == (12544, 3.0, 0.75)
+    assert (m2f.class_weight, m2f.mask_weight, m2f.dice_weight, m2f.no_object_weight) == (2.0, 5.0, 5.0, 0.1)

@@ -38,3 +38,27 @@ def test_unknown_decoder_names_the_choices():
 def test_upsample_logits_is_bilinear_without_corner_alignment():
     logits = torch.tensor([[[[0.0, 1.0]]]])
     assert upsample_logits(logits, (1, 4)).flatten().tolist() == [0.0, 0.25, 0.75, 1.0]
+
+
+M2F_TINY = dict(hidden_dim=16, num_queries=5, num_blocks=2, num_heads=2, ffn_dim=32)
+
+
+def test_mask2former_segmenter_scores_at_input_size_from_one_forward(monkeypatch):
+    segmenter = build_segmenter("mask2former", 4, decoder_kwargs=M2F_TINY, timm_name="vit_tiny_patch16_224",
+                                img_size=64, patch_size=16, timm_kwargs=TINY)
+    x = torch.rand(3, 3, 64, 64)
+    predictions = segmenter(x)
+    assert len(predictions) == 3 and predictions[-1].mask_logits.shape == (3, 5, 4, 4)
+    calls = []
+    forward = segmenter.encoder.forward
+    monkeypatch.setattr(segmenter.encoder, "forward", lambda images: calls.append(1) or forward(images))
+    scores = segmenter.scores(x)
+    assert len(calls) == 1 and scores.shape == (3, 4, 64, 64)
+    torch.testing.assert_close(scores, segmenter.decoder.semantic_scores(predictions[-1], (64, 64)))
+
+
+def test_linear_segmenter_scores_are_its_logits():
+    segmenter = build_segmenter("linear", 7, timm_name="vit_tiny_patch16_224", img_size=64, patch_size=8,
+                                timm_kwargs=TINY)
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(segmenter.scores(x), segmenter(x))

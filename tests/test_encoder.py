@@ -171,12 +171,12 @@ def offline_create_model(monkeypatch):
 
 def test_failed_download_says_how_to_use_a_local_checkpoint(monkeypatch):
     offline_create_model(monkeypatch)
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(CheckpointError) as info:
         Encoder("vit_base_patch16_clip_224.dfn2b", 224, 16, pretrained=True, timm_kwargs=TINY)
     message = str(info.value)
     assert "vit_base_patch16_clip_224.dfn2b" in message
     assert "timm/vit_base_patch16_clip_224.dfn2b" in message  # the Hugging Face Hub source
-    assert "checkpoint:" in message and "no connection" in message
+    assert "pretraining: file" in message and "checkpoint:" in message and "no connection" in message
 
 
 def test_local_checkpoint_replaces_the_download(monkeypatch, tmp_path):

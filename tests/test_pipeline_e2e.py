@@ -17,13 +17,14 @@ COPIED = ["pipeline", "dvc.yaml", "plots/templates", ".dvcignore", ".gitignore"]
 
 
 def shrink(params: dict) -> dict:
-    params.update(models=["random", "supervised"], settings=["default", "patch8", "gta5"], seeds=[0, 1],
+    params.update(models=["random", "supervised"], settings=["default", "mask2former", "patch8", "gta5"], seeds=[0, 1],
                   datasets=["ade20k", "cityscapes", "gta5"], sizes=["base"])
     params["generate"]["counts"] = {"ade20k": {"train": 12, "val": 4}, "pascal_voc": {"train": 2, "val": 2},
                                     "cityscapes": {"train": 4, "val": 2}, "gta5": {"train": 6}}
     params["data_cfg"] = {name: {"crop": 64, "steps": 3} for name in ["ade20k", "pascal_voc", "cityscapes", "gta5"]}
     params["pretrain"].update(steps=4, batch_size=4)
     params["finetune"].update(batch_size=4, micro_batch_size=2, log_every=1)
+    params["decoder_cfg"]["mask2former"].update(hidden_dim=16, num_queries=6, num_heads=2, ffn_dim=32, num_points=64)
     for cfg in params["model_cfg"].values():
         for size in ("base", "large"):
             cfg[size]["timm_kwargs"].update(img_size=32, embed_dim=32, depth=2, num_heads=2)
@@ -92,7 +93,7 @@ def test_plots_are_long_format_records_and_figures_exist(study):
     for name in ["tau.json", "training_time.json"]:
         assert isinstance(json.loads((root / "plots" / name).read_text()), list)
     figures = {p.name for p in (root / "plots/figures").glob("*.png")}
-    assert figures == {"tau.png", "miou_patch8.png", "miou_gta5.png"}
+    assert figures == {"tau.png", "miou_mask2former.png", "miou_patch8.png", "miou_gta5.png"}
 
 
 def test_dvc_sees_metrics_and_plots_and_a_second_repro_runs_nothing(study):
@@ -106,3 +107,21 @@ def test_dvc_sees_metrics_and_plots_and_a_second_repro_runs_nothing(study):
     assert "Running stage" not in again
     status = run(dvc + ["status"], root, env)
     assert "changed" not in status
+
+
+def test_exp_run_swaps_the_decoder_of_the_whole_study_and_metrics_diff_shows_it(study):
+    """The pull-request workflow: commit the study, `dvc exp run -S decoder=mask2former`, review the diff."""
+    root, params, env, dvc, _ = study
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", "results"], root, env)
+    run(dvc + ["exp", "run", "-S", "decoder=mask2former", "--name", "m2f"], root, env)
+    for model in params["models"]:
+        metrics = json.loads((root / f"metrics/finetune/{model}-default-0.json").read_text())
+        m2f_setting = json.loads((root / f"metrics/finetune/{model}-mask2former-0.json").read_text())
+        assert metrics["trainable_params"] == m2f_setting["trainable_params"]  # default now uses Mask2Former
+    diff = json.loads(run(dvc + ["metrics", "diff", "--json"], root, env))
+    changed = {path for path, values in diff.items() if "miou" in values}
+    assert {f"metrics/finetune/{m}-default-0.json" for m in params["models"]} <= changed
+    assert "metrics/ranking.json" in diff
+    shown = json.loads(run(dvc + ["exp", "show", "--json"], root, env))
+    assert "m2f" in json.dumps(shown)

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.training.finetune import segmentation_loss
+from pipeline.training.criteria import segmentation_loss
+from tests.conftest import REPO
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
 from pipeline.training.precision import resolve_precision
 from pipeline.training.pretrain import patchify, presence_targets
@@ -122,3 +123,29 @@ def test_supervised_objective_targets_regions_of_the_crop():
     assert torch.isfinite(loss)
     assert objective.seen.tolist() == [False, False, False, True, False]
     assert objective.head.weight.grad[[0, 1, 2, 4]].abs().sum() == 0
+
+
+def test_criteria_wrap_each_decoders_loss():
+    from pipeline.config import load_params
+    from pipeline.networks.mask2former import Mask2FormerDecoder
+    from pipeline.training.criteria import build_criterion
+    from pipeline.training.mask_classification import Mask2FormerLoss, targets_from_labels
+
+    cfg = load_params(REPO / "params.yaml").mask2former
+    labels = torch.randint(0, 3, (2, 32, 32))
+    labels[0, :4] = 255
+    logits = torch.randn(2, 3, 4, 4)
+    linear = build_criterion("linear", 3, 255, cfg, torch.device("cpu"))
+    assert linear(logits, labels) == (segmentation_loss(logits, labels, 255), {})
+
+    decoder = Mask2FormerDecoder(8, 3, (4, 4), hidden_dim=16, num_queries=5, num_blocks=cfg.num_blocks,
+                                 num_heads=2, ffn_dim=32)
+    predictions = decoder(torch.randn(2, 16, 8))
+    torch.manual_seed(0)
+    loss, terms = build_criterion("mask2former", 3, 255, cfg, torch.device("cpu"))(predictions, labels)
+    torch.manual_seed(0)
+    expected, all_terms = Mask2FormerLoss(3, **cfg.loss_kwargs)(predictions, targets_from_labels(labels, 255))
+    torch.testing.assert_close(loss, expected)
+    assert terms == {name: all_terms[f"layer{cfg.num_blocks}/{name}"].item() for name in ("ce", "bce", "dice")}
+    with pytest.raises(ValueError, match="no training loss for decoder 'unet'"):
+        build_criterion("unet", 3, 255, cfg, torch.device("cpu"))

@@ -1,8 +1,14 @@
-"""Decoder heads mapping B x N x D patch tokens to B x K x grid_h x grid_w outputs."""
+"""Decoder heads on B x N x D patch tokens, and the registry the `decoder` param names.
+
+Every decoder has `scores(output, size)`: the per-class scores that sliding-window
+inference averages (reference §5), from what its forward returned.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from pipeline.networks.mask2former import Mask2FormerDecoder
 
 
 class LinearDecoder(nn.Module):
@@ -14,8 +20,14 @@ class LinearDecoder(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """B x K x grid_h x grid_w logits."""
         logits = self.head(tokens)
         return logits.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid_size)
 
+    @staticmethod
+    def scores(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The logits themselves, at token resolution (the window averaging upsamples them)."""
+        return logits
 
-DECODERS: dict[str, type[nn.Module]] = {"linear": LinearDecoder}
+
+DECODERS: dict[str, type[nn.Module]] = {"linear": LinearDecoder, "mask2former": Mask2FormerDecoder}

@@ -2,12 +2,12 @@
 
 The model is built at its native resolution (so pretrained or local weights load
 unchanged) and then resized: the patch-embedding kernel is FlexiViT-resampled to
-the new patch size and the absolute position embedding is resampled to the new
-grid. The output is the last layer's patch tokens, B x N x D.
+the new patch size, the absolute position embedding is resampled to the new
+grid, and a family hook (families.py: EVA-02 RoPE, SAM windows) adapts the rest.
+The output is the last layer's patch tokens, B x N x D.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -18,16 +18,12 @@ from timm.models import get_pretrained_cfg
 from timm.models._input import update_model_input_size
 from torch import nn
 
-from pipeline.networks.weights import load_state_dict_file, load_strict
+from pipeline.networks.families import FAMILY_HOOKS
+from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict
 
 NORMALIZATIONS = ("timm", "imagenet")
 IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = IMAGENET_DEFAULT_STD
-
-FamilyHook = Callable[[nn.Module, int, int], None]
-# Per-family adaptation run after the generic resize, keyed by the timm model class;
-# called as hook(model, img_size, patch_size). EVA-02 RoPE and SAM windows go here.
-FAMILY_HOOKS: dict[type[nn.Module], FamilyHook] = {}
 
 
 class Encoder(nn.Module):
@@ -61,6 +57,8 @@ class Encoder(nn.Module):
             load_strict(self.model, load_state_dict_file(checkpoint), source=str(checkpoint))
         if getattr(self.model, "dynamic_img_size", False):
             raise ValueError(f"{timm_name}: dynamic_img_size must stay off; the input size is fixed to img_size")
+        self.native_grid: tuple[int, int] = tuple(self.model.patch_embed.grid_size)
+        self.native_patch_size: tuple[int, int] = tuple(self.model.patch_embed.patch_size)
         resize_model(self.model, img_size, patch_size)
 
         self.grid_size: tuple[int, int] = tuple(self.model.patch_embed.grid_size)
@@ -98,12 +96,13 @@ def create_native_model(timm_name: str, pretrained: bool, timm_kwargs: dict) -> 
         if not pretrained:
             raise
         source = _weights_source(timm_name)
-        raise RuntimeError(
+        raise CheckpointError(
             f"cannot download pretrained weights for timm model {timm_name!r} from {source}: {err}\n"
             f"To work offline, save the weights on a machine with access, e.g. "
             f"pipeline.networks.weights.save_state_dict(timm.create_model({timm_name!r}, pretrained=True, "
-            f"num_classes=0), 'encoder.safetensors'), and set the encoder's `checkpoint:` parameter to that "
-            f"local .safetensors/.pth file (timm-native shapes, loaded strictly)."
+            f"num_classes=0), 'encoder.safetensors'), copy that file here and set the model's "
+            f"`pretraining: file` and `<size>.checkpoint: <path>` in model_cfg (timm-native shapes, loaded "
+            f"strictly). A filled Hugging Face cache (HF_HOME) with HF_HUB_OFFLINE=1 works too."
         ) from err
 
 
@@ -131,7 +130,7 @@ def resize_model(model: nn.Module, img_size: int, patch_size: int) -> None:
     update_model_input_size(model, model.patch_embed.img_size, patch_size=patch_size)
     hook = FAMILY_HOOKS.get(type(model))
     if hook is not None:
-        hook(model, img_size, patch_size)
+        hook(model, old_grid, tuple(model.patch_embed.grid_size))
 
 
 @torch.no_grad()

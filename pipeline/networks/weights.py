@@ -53,7 +53,7 @@ def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint {path} holds a {type(content).__name__}, not a state dict")
     not_tensors = [k for k, v in content.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"checkpoint {path} has non-tensor entries: {_listing(not_tensors)}")
+        raise CheckpointError(f"checkpoint {path} has non-tensor entries: {key_listing(not_tensors)}")
     if content and all(k.startswith(DDP_PREFIX) for k in content):
         content = {k[len(DDP_PREFIX):]: v for k, v in content.items()}
     return content
@@ -70,7 +70,7 @@ def load_strict(module: nn.Module, state_dict: dict, source: str) -> None:
         if k in state_dict and expected[k].shape != state_dict[k].shape
     ]
     found = {"missing keys": missing, "unexpected keys": unexpected, "shape mismatches": mismatched}
-    problems = [f"{label} ({len(items)}): {_listing(items)}" for label, items in found.items() if items]
+    problems = [f"{label} ({len(items)}): {key_listing(items)}" for label, items in found.items() if items]
     if problems:
         raise CheckpointError(
             f"checkpoint {source} does not fit {type(module).__name__}:\n  " + "\n  ".join(problems)
@@ -78,7 +78,8 @@ def load_strict(module: nn.Module, state_dict: dict, source: str) -> None:
     module.load_state_dict(state_dict, strict=True)
 
 
-def _listing(items: list[str]) -> str:
+def key_listing(items: list[str]) -> str:
+    """The first MAX_LISTED items, comma-separated, with a count of the rest."""
     shown = ", ".join(items[:MAX_LISTED])
     return shown if len(items) <= MAX_LISTED else f"{shown}, ... and {len(items) - MAX_LISTED} more"
 

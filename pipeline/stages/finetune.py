@@ -13,6 +13,7 @@ def run(args, params) -> None:
     result = finetune(
         run_cfg,
         params.finetune,
+        params.mask2former,
         train_shards=paths.shards(run_cfg.setup.dataset),
         eval_shards=paths.shards(run_cfg.setup.eval_dataset),
         weights=paths.encoder_weights(args.model, run_cfg.setup.size),

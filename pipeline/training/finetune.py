@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from dvclive import Live
 from torch.utils.data import DataLoader
 
-from pipeline.config import FinetuneCfg, Run
+from pipeline.config import FinetuneCfg, Mask2FormerCfg, Run
 from pipeline.datasets.augment import TrainAugment
 from pipeline.datasets.shards import TrainStream, load_split, shard_paths
 from pipeline.datasets.specs import get_spec
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.sliding_window import predict
-from pipeline.networks.segmenter import Segmenter, build_segmenter, upsample_logits
+from pipeline.networks.segmenter import Segmenter, build_segmenter
+from pipeline.training.criteria import Criterion, build_criterion
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
 from pipeline.training.precision import autocast, default_device, grad_scaler, resolve_precision
 
@@ -40,17 +40,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Cross-entropy on logits upsampled to the target size, averaged over labelled pixels.
-
-    Summing and dividing by the labelled-pixel count (at least 1) keeps a crop with no
-    labelled pixel from turning the loss into NaN.
-    """
-    logits = upsample_logits(logits, target.shape[-2:])
-    loss = F.cross_entropy(logits.float(), target, ignore_index=ignore_index, reduction="sum")
-    return loss / (target != ignore_index).sum().clamp(min=1)
-
-
 def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, device: torch.device) -> DataLoader:
     stream = TrainStream(shards, TrainAugment(crop, cfg.scale_range), seed=seed)
     return DataLoader(
@@ -63,7 +52,7 @@ def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, devi
 
 
 def train(
-    model: Segmenter, loader: DataLoader, run: Run, cfg: FinetuneCfg, ignore_index: int, device: torch.device,
+    model: Segmenter, loader: DataLoader, run: Run, cfg: FinetuneCfg, criterion: Criterion, device: torch.device,
     live: Live | None,
 ) -> float:
     """Run `run.steps` optimizer steps of `cfg.accumulation` micro-batches; return the seconds spent."""
@@ -71,21 +60,24 @@ def train(
     optimizer = build_optimizer(model.encoder, model.decoder, cfg.lr, cfg.encoder_lr_multiplier, cfg.weight_decay)
     schedule = build_schedule(optimizer, run.steps, cfg.poly_power)
     scaler = grad_scaler(precision, device)
-    forward = torch.compile(model) if cfg.compile else model
+    forward = torch.compile(model) if run.compile else model
     batches = iter(loader)
     model.train()
     start = time.perf_counter()
     for step in range(1, run.steps + 1):
-        total = 0.0
+        total, terms = 0.0, {}
         for _ in range(cfg.accumulation):
             images, labels = next(batches)
             images = images.to(device, non_blocking=True).float().div_(255)
             labels = labels.to(device, non_blocking=True).long()
             with autocast(precision, device):
-                logits = forward(images)
-            loss = segmentation_loss(logits, labels, ignore_index) / cfg.accumulation
+                output = forward(images)
+            loss, micro_terms = criterion(output, labels)
+            loss = loss / cfg.accumulation
             scaler.scale(loss).backward()
             total += loss.item()
+            for name, value in micro_terms.items():
+                terms[name] = terms.get(name, 0.0) + value / cfg.accumulation
         if not np.isfinite(total):
             raise NonFiniteLossError(f"{run.name}: loss is {total} at optimizer step {step}; stopping")
         scaler.step(optimizer)
@@ -95,6 +87,8 @@ def train(
         if live is not None and (step % cfg.log_every == 0 or step == run.steps):
             live.step = step
             live.log_metric("train/loss", total)
+            for name, value in terms.items():
+                live.log_metric(f"train/{name}", value)
             for group in optimizer.param_groups:
                 live.log_metric(f"train/lr_{group['name']}", group["lr"])
     if device.type == "cuda":
@@ -112,7 +106,7 @@ def evaluate(
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(precision, device):
-            return model(x).float()
+            return model.scores(x).float()
 
     for _, image, label in samples:
         prediction = predict(forward, image.to(device), crop, num_classes)
@@ -120,14 +114,15 @@ def evaluate(
     return confusion
 
 
-def finetune(run: Run, cfg: FinetuneCfg, train_shards: Path, eval_shards: Path, weights: Path,
-             live_dir: Path | None) -> FinetuneResult:
+def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shards: Path, eval_shards: Path,
+             weights: Path, live_dir: Path | None) -> FinetuneResult:
     device = default_device()
     seed_everything(run.seed)
     spec, eval_spec = get_spec(run.setup.dataset), get_spec(run.setup.eval_dataset)
     model = build_segmenter(
         run.setup.decoder,
         spec.num_classes,
+        decoder_kwargs=mask2former.decoder_kwargs if run.setup.decoder == "mask2former" else None,
         timm_name=run.variant.timm_name,
         img_size=run.crop,
         patch_size=run.setup.patch_size,
@@ -136,11 +131,12 @@ def finetune(run: Run, cfg: FinetuneCfg, train_shards: Path, eval_shards: Path, 
         normalization=run.setup.normalization,
     ).to(device)
     model.encoder.set_frozen(run.setup.freeze_encoder)
+    criterion = build_criterion(run.setup.decoder, spec.num_classes, spec.ignore_index, mask2former, device)
     loader = train_loader(shard_paths(train_shards, "train"), run.crop, cfg, run.seed, device)
 
     live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if live_dir else None
     try:
-        train_seconds = train(model, loader, run, cfg, spec.ignore_index, device, live)
+        train_seconds = train(model, loader, run, cfg, criterion, device, live)
     finally:
         if live is not None:
             live.end()
