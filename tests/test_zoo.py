@@ -196,3 +196,9 @@ def test_zoo_listing_covers_every_encoder_with_its_grid():
         assert cells[2] == f"`{PAPER.variant(model_id, size).timm_name}`"
         assert cells[5] == str(WIDTH[size]) and cells[7] == "64x64" and cells[8] == "4096"
         assert 86 < float(cells[4]) < 96 if size == "base" else 300 < float(cells[4]) < 320
+
+
+def test_zoo_listing_names_an_unknown_model():
+    result = subprocess.run([sys.executable, "-m", "pipeline.tools.zoo", "--models", "nope"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "error: --models: unknown model 'nope'" in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.config import ConfigError
 from pipeline.networks.zoo import describe, markdown_table
 from pipeline.stages.common import main, parser
 
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace, params) -> None:
     patch_size = args.patch_size or params.setup.patch_size
     for model in models:
         if model not in params.model_cfg:
-            raise SystemExit(f"error: unknown model {model!r}; model_cfg has {sorted(params.model_cfg)}")
+            raise ConfigError(f"--models: unknown model {model!r}; model_cfg has {sorted(params.model_cfg)}")
     entries = describe(params, models, sizes, crop, patch_size, params.setup.normalization)
     print(markdown_table(entries, crop, patch_size))
 
