@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from pipeline.datasets.sources import SOURCES
 from pipeline.datasets.specs import SPECS
 from pipeline.errors import PipelineError
 
@@ -86,6 +87,15 @@ class DataCfg:
 class PrepareCfg:
     shard_size: int
     workers: int
+
+
+@dataclass(frozen=True)
+class DownloadCfg:
+    cache_dir: str                       # where archives are downloaded (and resumed) before being linked in
+    retries: int
+    backoff_s: float
+    timeout_s: float
+    mirrors: dict[str, str] = field(default_factory=dict)  # file name -> URL used instead of the official one
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,7 @@ class Params:
     settings: tuple[str, ...]
     seeds: tuple[int, ...]
     datasets: tuple[str, ...]
+    downloads: tuple[str, ...]
     sizes: tuple[str, ...]
     model_cfg: dict[str, ModelCfg]
     setting_cfg: dict[str, dict]
@@ -186,6 +197,7 @@ class Params:
     data_cfg: dict[str, DataCfg]
     mask2former: Mask2FormerCfg
     generate: dict
+    download: DownloadCfg
     prepare: PrepareCfg
     pretrain: PretrainCfg
     finetune: FinetuneCfg
@@ -216,8 +228,8 @@ class Params:
 
 
 TOP_LEVEL = SETUP_KEYS + (
-    "models", "settings", "seeds", "datasets", "sizes", "model_cfg", "setting_cfg", "data_root", "data_cfg",
-    "decoder_cfg", "generate", "prepare", "pretrain", "finetune", "rank",
+    "models", "settings", "seeds", "datasets", "downloads", "sizes", "model_cfg", "setting_cfg", "data_root",
+    "data_cfg", "decoder_cfg", "generate", "download", "prepare", "pretrain", "finetune", "rank",
 )
 
 
@@ -257,6 +269,7 @@ def parse_params(raw: dict) -> Params:
         settings=_id_list(raw, "settings", allowed=tuple(setting_cfg)),
         seeds=tuple(_get(raw, f"seeds[{i}]", int, value=s) for i, s in enumerate(_get(raw, "seeds", list))),
         datasets=datasets,
+        downloads=_id_list(raw, "downloads", allowed=tuple(SOURCES)),
         sizes=sizes,
         model_cfg=model_cfg,
         setting_cfg=setting_cfg,
@@ -264,6 +277,7 @@ def parse_params(raw: dict) -> Params:
         data_cfg=data_cfg,
         mask2former=_parse_mask2former(raw),
         generate=_get(raw, "generate", dict),
+        download=_parse_download(raw),
         prepare=_parse_section(PrepareCfg, raw, "prepare"),
         pretrain=_parse_section(PretrainCfg, raw, "pretrain"),
         finetune=_parse_finetune(raw),
@@ -276,9 +290,6 @@ def parse_params(raw: dict) -> Params:
 def _validate(p: Params) -> None:
     if not p.models or not p.settings or not p.seeds:
         raise ConfigError("models, settings and seeds must each list at least one entry")
-    for name in p.datasets:
-        if name not in p.data_cfg:
-            raise ConfigError(f"datasets lists '{name}' but data_cfg.{name} is missing")
     _check_choice("rank.base_setting", p.rank.base_setting, p.settings)
     _check_choice("rank.tau_variant", p.rank.tau_variant, TAU_VARIANTS)
     _check_choice("pretrain.dataset", p.pretrain.dataset, p.datasets)
@@ -321,6 +332,10 @@ def _validate_setup(p: Params, s: Setup, where: str) -> None:
     _check_choice(f"dataset in {where}", s.dataset, p.datasets)
     _check_choice(f"eval_dataset in {where}", s.eval_dataset, p.datasets)
     _check_choice(f"normalization in {where}", s.normalization, NORMALIZATIONS)
+    for key, name in (("dataset", s.dataset), ("eval_dataset", s.eval_dataset)):
+        if name not in p.data_cfg:
+            raise ConfigError(f"{key} in {where}: '{name}' is trained or evaluated on, but data_cfg.{name} "
+                              "(crop, steps) is missing")
     if "val" not in SPECS[s.eval_dataset].splits:
         raise ConfigError(
             f"eval_dataset in {where}: '{s.eval_dataset}' has no validation split "
@@ -432,6 +447,30 @@ def _parse_mask2former(raw: dict) -> Mask2FormerCfg:
     if not 0 <= cfg.importance_ratio <= 1 or cfg.oversample_ratio < 1:
         raise ConfigError("decoder_cfg.mask2former: importance_ratio must be in [0, 1] and oversample_ratio >= 1, "
                           f"got {cfg.importance_ratio} and {cfg.oversample_ratio}")
+    return cfg
+
+
+def _parse_download(raw: dict) -> DownloadCfg:
+    section = _get(raw, "download", dict)
+    allowed = [f.name for f in fields(DownloadCfg)]
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise ConfigError(f"download: unknown key(s) {unknown}; allowed: {allowed}")
+    mirrors = _optional(section, "mirrors", dict, "download") or {}
+    for name, url in mirrors.items():
+        url = _get(mirrors, name, str, label=f"download.mirrors.{name}")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"download.mirrors.{name}: expected an http(s) URL, got {url!r}")
+    cfg = DownloadCfg(
+        cache_dir=_get(section, "cache_dir", str, label="download.cache_dir"),
+        retries=_get(section, "retries", int, label="download.retries"),
+        backoff_s=_get(section, "backoff_s", float, label="download.backoff_s"),
+        timeout_s=_get(section, "timeout_s", float, label="download.timeout_s"),
+        mirrors=dict(mirrors),
+    )
+    if cfg.retries < 0 or cfg.backoff_s < 0 or cfg.timeout_s <= 0:
+        raise ConfigError("download: retries and backoff_s must be >= 0 and timeout_s > 0, got "
+                          f"{cfg.retries}, {cfg.backoff_s} and {cfg.timeout_s}")
     return cfg
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MINIATURE = Path("data/miniature")
+RAW = Path("data/raw")
 SHARDS = Path("data/shards")
 PRETRAIN = Path("models/pretrain")
 FINETUNE = Path("models/finetune")

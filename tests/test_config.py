@@ -56,6 +56,12 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p["model_cfg"]["random"].update(compile="no"), "model_cfg.random.compile: expected bool"),
         (lambda p: p.update(extra_key=1), "unknown top-level key(s) ['extra_key']"),
         (lambda p: p["pretrain"].update(presence_cell=20), "pretrain.presence_cell (20) must divide"),
+        (lambda p: p.update(downloads=["imagenet"]), "downloads[0]: unknown value 'imagenet'"),
+        (lambda p: p["download"].update(retries=-1), "download: retries and backoff_s must be >= 0"),
+        (lambda p: p["download"].update(timeout="60"), "download: unknown key(s) ['timeout']"),
+        (lambda p: p["download"].update(mirrors={"val2017.zip": "ftp://x"}), "download.mirrors.val2017.zip"),
+        (lambda p: p["download"].update(mirrors=["x"]), "download.mirrors: expected dict"),
+        (lambda p: p["data_cfg"].pop("cityscapes"), "dataset in setting 'cityscapes' (setting_cfg.cityscapes over the base setup): 'cityscapes' is trained"),
     ],
 )
 def test_bad_params_name_the_key(raw_params, edit, fragment):
@@ -63,6 +69,21 @@ def test_bad_params_name_the_key(raw_params, edit, fragment):
     with pytest.raises(ConfigError) as err:
         parse_params(raw_params)
     assert fragment in str(err.value)
+
+
+def test_zero_shot_datasets_need_no_training_config(raw_params):
+    raw_params["datasets"] = [name for name in raw_params["datasets"] if name != "coco_object"] + ["coco_object"]
+    raw_params["data_cfg"].pop("coco_object", None)
+    assert "coco_object" in parse_params(raw_params).datasets
+
+
+def test_download_section(raw_params):
+    raw_params["downloads"] = ["ade20k", "cityscapes"]
+    raw_params["download"]["mirrors"] = {"ADEChallengeData2016.zip": "https://mirror.example/ade.zip"}
+    params = parse_params(raw_params)
+    assert params.downloads == ("ade20k", "cityscapes")
+    assert params.download.mirrors == {"ADEChallengeData2016.zip": "https://mirror.example/ade.zip"}
+    assert params.download.backoff_s == 2.0 and isinstance(params.download.timeout_s, float)
 
 
 def test_unknown_decoder_lists_allowed_values(raw_params):

@@ -11,7 +11,8 @@ from pipeline.datasets.readers import list_samples, read_sample
 from pipeline.datasets.specs import get_spec
 
 COUNTS = {"ade20k": {"train": 4, "val": 2}, "pascal_voc": {"train": 4, "val": 3},
-          "cityscapes": {"train": 3, "val": 2}, "gta5": {"train": 5}}
+          "cityscapes": {"train": 3, "val": 2}, "gta5": {"train": 5}, "pascal_context": {"train": 2, "val": 3},
+          "coco_stuff": {"val": 4}, "coco_object": {"val": 4}}
 
 
 def _files(root):
@@ -41,7 +42,10 @@ def test_official_file_names(mini):
     assert sorted(_files(root)) == sorted([
         "ade20k/ADEChallengeData2016.zip", "pascal_voc/VOCtrainval_11-May-2012.tar",
         "cityscapes/leftImg8bit_trainvaltest.zip", "cityscapes/gtFine_trainvaltest.zip",
-        "gta5/01_images.zip", "gta5/01_labels.zip", "gta5/02_images.zip", "gta5/02_labels.zip"])
+        "gta5/01_images.zip", "gta5/01_labels.zip", "gta5/02_images.zip", "gta5/02_labels.zip",
+        "pascal_context/VOCtrainval_03-May-2010.tar", "pascal_context/trainval.tar.gz",
+        "coco_stuff/val2017.zip", "coco_stuff/stuffthingmaps_trainval2017.zip",
+        "coco_object/val2017.zip", "coco_object/annotations_trainval2017.zip"])
     with zipfile.ZipFile(root / "cityscapes/gtFine_trainvaltest.zip") as zf:
         names = set(zf.namelist())
         stem = "gtFine/val/frankfurt/frankfurt_000000_000019_gtFine_"
@@ -71,7 +75,7 @@ def test_readable_by_readers_with_valid_labels(mini, dataset):
                 assert (h, w) == (128, 256)
             if dataset == "gta5":
                 assert (h, w) == (120, 218)
-            if dataset in ("ade20k", "pascal_voc"):
+            if dataset in ("ade20k", "pascal_voc", "pascal_context", "coco_stuff", "coco_object"):
                 assert sample.image_ext == "jpg" and 96 <= h <= 160 and 120 <= w <= 200
     mapped = spec.lut[sorted(values)]
     assert (mapped != 255).sum() >= 3  # several real classes
@@ -82,3 +86,19 @@ def test_readable_by_readers_with_valid_labels(mini, dataset):
         assert {0, 255} <= values
     if dataset in ("cityscapes", "gta5"):
         assert (mapped == 255).any()  # void labelIds such as ego vehicle
+
+
+def test_coco_object_instances_agree_with_the_coco_stuff_thing_maps(mini):
+    """The two COCO sets share val2017; rasterised instances must give the stuff maps' things."""
+    root, _ = mini
+    stuff = {r.key: read_sample(r) for r in list_samples("coco_stuff", root / "coco_stuff", "val")}
+    objects = {r.key: read_sample(r) for r in list_samples("coco_object", root / "coco_object", "val")}
+    assert sorted(stuff) == sorted(objects)
+    things = 0
+    for key, obj in objects.items():
+        assert obj.image == stuff[key].image
+        stuff_ids = stuff[key].label.astype(np.int64)
+        expected = np.where((stuff_ids < 91), stuff_ids + 1, 0)  # 0-indexed thing ids 0..90 -> category ids
+        assert (obj.label == expected).all()
+        things += int((expected > 0).sum())
+    assert things > 0

@@ -1,4 +1,7 @@
 """Readers against small datasets written by the tests in the exact official layouts."""
+import io
+import multiprocessing
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -6,7 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline.datasets.miniature import encode_jpeg, encode_png, write_tar, write_zip
-from pipeline.datasets.readers import list_samples, read_sample
+from pipeline.datasets.readers import list_samples, read_bytes, read_sample
 from pipeline.datasets.specs import DataError, cityscapes_palette, voc_palette
 
 
@@ -223,3 +226,26 @@ def test_each_archive_is_listed_once(tmp_path, monkeypatch):
     for ref in list_samples("ade20k", tmp_path, "train"):
         read_sample(ref)
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("suffix", ["tar.gz", "tgz"])
+def test_tar_gz_is_read_in_one_pass_and_after_fork(tmp_path, monkeypatch, suffix):
+    rng = np.random.default_rng(12)
+    files = {f"trainval/{i:04d}.bin": rng.bytes(1000) for i in range(20)}
+    path = tmp_path / f"trainval.{suffix}"
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    opens = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: opens.append(a) or real_open(*a, **k))
+    inner = sorted(files, reverse=True)  # backwards: no member may need a re-read
+    assert [read_bytes(f"{path}::{name}") for name in inner] == [files[n] for n in inner]
+    assert len(opens) == 1
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        read = pool.map(read_bytes, [f"{path}::{name}" for name in inner])
+    assert read == [files[n] for n in inner]
+    with pytest.raises(DataError, match=r"trainval\.t.*::trainval/x\.bin: no such file"):
+        read_bytes(f"{path}::trainval/x.bin")

@@ -13,7 +13,7 @@ from pipeline.datasets.miniature import encode_jpeg, encode_png, generate, write
 from pipeline.datasets.readers import list_samples, read_sample
 from pipeline.datasets.shards import (TrainStream, load_split, prepare_dataset, read_manifest,
                                       shard_paths)
-from pipeline.datasets.specs import DataError, cityscapes_palette, get_spec
+from pipeline.datasets.specs import DataError, cityscapes_palette, get_spec, get_view
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +139,24 @@ def test_manifest_and_split_errors(tmp_path):
     assert shard_paths(tmp_path / "out", "train") == [str(tmp_path / "out" / "train-000000.tar")]
     with pytest.raises(DataError, match=r"'test'.*\['train', 'val'\]"):
         shard_paths(tmp_path / "out", "test")
+
+
+def test_load_split_with_a_view_remaps_labels(tmp_path):
+    raw = np.array([[0, 1, 2, 20], [255, 15, 0, 7]], np.uint8)
+    base = "VOCdevkit/VOC2012"
+    files = {f"{base}/JPEGImages/2007_000032.jpg": encode_jpeg(np.zeros((2, 4, 3), np.uint8)),
+             f"{base}/SegmentationClass/2007_000032.png": encode_png(raw),
+             f"{base}/ImageSets/Segmentation/train.txt": b"2007_000032\n",
+             f"{base}/ImageSets/Segmentation/val.txt": b"2007_000032\n"}
+    write_zip(tmp_path / "VOCtrainval_11-May-2012.zip", files)
+    prepare_dataset("pascal_voc", tmp_path, tmp_path / "out", 8, 1)
+    [(_, _, label)] = load_split(tmp_path / "out", "val")
+    assert label.tolist() == raw.tolist()
+    [(key, _, label)] = load_split(tmp_path / "out", "val", get_view("pascal_voc20"))
+    assert key == "2007_000032" and label.dtype == torch.uint8
+    assert label.tolist() == [[255, 0, 1, 19], [255, 14, 255, 6]]
+    with pytest.raises(DataError, match=r"manifest\.json.*'pascal_voc'.*'pascal_context59'"):
+        load_split(tmp_path / "out", "val", get_view("pascal_context59"))
 
 
 # ---------------------------------------------------------------- TrainStream

@@ -1,4 +1,8 @@
-"""A synthetic miniature of ADE20K, PASCAL VOC, Cityscapes and GTA V in their official layouts.
+"""A synthetic miniature of every dataset of both papers, in their official layouts.
+
+ADE20K, PASCAL VOC, PASCAL Context (VOC2010 tar + Context .mat annotations), Cityscapes,
+GTA V, COCO-Stuff (stuffthingmaps PNGs) and COCO-Object (instance annotations, RLE); the COCO
+sets share one val2017.
 
 Scenes are painted layer by layer (stuff regions, then objects, far to near) with vectorised
 numpy masks. A class looks the same in every dataset: its colours, texture and shape depend
@@ -13,6 +17,8 @@ index), and archives written with fixed timestamps in sorted order.
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import json
 import math
@@ -23,10 +29,14 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import scipy.io
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 from pipeline.atomic import atomic_path
-from pipeline.datasets.specs import (ADE20K_CLASSES, CITYSCAPES_LABEL_IDS, VOC_CLASSES,
+from pipeline.datasets.specs import (ADE20K_CLASSES, CITYSCAPES_LABEL_IDS, COCO_OBJECT_CLASSES,
+                                     COCO_STUFF_CLASSES, COCO_STUFF_IDS, COCO_THING_IDS,
+                                     PASCAL_CONTEXT_CLASSES, PASCAL_CONTEXT_IDS, VOC_CLASSES,
                                      cityscapes_palette, get_spec, voc_palette)
 
 # ---------------------------------------------------------------------------- file writers
@@ -49,9 +59,13 @@ def write_zip(path: Path, files: dict[str, bytes]) -> None:
             zf.writestr(info, files.get(name, b""), zipfile.ZIP_STORED)
 
 
-def write_tar(path: Path, files: dict[str, bytes]) -> None:
-    """A reproducible uncompressed tar (mtime 0, root owner, sorted entries)."""
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+def write_tar(path: Path, files: dict[str, bytes], compress: bool = False) -> None:
+    """A reproducible tar (mtime 0, root owner, sorted entries); gzip-compressed if `compress`."""
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(open(path, "wb"))
+        if compress:
+            raw = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb", mtime=0))
+        tf = stack.enter_context(tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT))
         for name in _with_parents(files):
             info = tarfile.TarInfo(name.rstrip("/"))
             if name.endswith("/"):
@@ -70,6 +84,18 @@ def encode_png(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
     buf = io.BytesIO()
     image.save(buf, "PNG", compress_level=1)
     return buf.getvalue()
+
+
+def encode_mat(arrays: dict[str, np.ndarray]) -> bytes:
+    """A compressed MATLAB 5 file, as PASCAL Context's annotations are.
+
+    The 116-byte text header scipy writes holds the creation time; a fixed one keeps output
+    deterministic.
+    """
+    buf = io.BytesIO()
+    scipy.io.savemat(buf, arrays, do_compression=True)
+    header = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: pipeline miniature".ljust(116)
+    return header + buf.getvalue()[116:]
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -190,12 +216,13 @@ class Grid:
 class Canvas(Grid):
     """Image, raw label and per-pixel owning layer, painted front to back."""
 
-    def __init__(self, h: int, w: int, rng: np.random.Generator, label_of: Callable[[str], int]):
+    def __init__(self, h: int, w: int, rng: np.random.Generator, label_of: Callable[[str], int],
+                 label_dtype=np.uint8):
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         super().__init__(xx, yy, rng)
         self.h, self.w, self.label_of = h, w, label_of
         self.image = np.zeros((h, w, 3), np.float32)
-        self.label = np.zeros((h, w), np.uint8)
+        self.label = np.zeros((h, w), label_dtype)
         self.owner = np.full((h, w), -1, np.int16)
         self.layers: list[str] = []  # label name of each layer
 
@@ -582,7 +609,7 @@ def _city_scene(c: Canvas, style: Style, out_of_roi: bool) -> None:
 
 # ---------------------------------------------------------------------------- datasets
 
-_CODES = {"ade20k": 0, "pascal_voc": 1, "cityscapes": 2, "gta5": 3}
+_CODES = {"ade20k": 0, "pascal_voc": 1, "cityscapes": 2, "gta5": 3, "pascal_context": 4, "coco": 5}
 
 
 def _rng(seed: int, dataset: str, split: str, index: int) -> np.random.Generator:
@@ -710,8 +737,102 @@ def _write_gta5(out: Path, seed: int, counts: dict[str, int]) -> None:
         write_zip(out / f"{part:02d}_labels.zip", labels)
 
 
+_CONTEXT_OTHER = 431  # a full-Context label id outside the 59 classes: background after mapping
+
+
+def _context_label(name: str) -> int:
+    if name == "other":
+        return _CONTEXT_OTHER
+    return PASCAL_CONTEXT_IDS[PASCAL_CONTEXT_CLASSES.index(name)]
+
+
+def _write_pascal_context(out: Path, seed: int, counts: dict[str, int]) -> None:
+    """VOC2010 images and split lists, and Context's trainval.tar.gz of 459-class LabelMaps."""
+    base, images, labels = "VOCdevkit/VOC2010", {}, {}
+    ids = _voc_ids(np.random.default_rng([seed, _CODES["pascal_context"], 2]), counts)
+    for split in ("train", "val"):
+        for i, key in enumerate(ids[split]):
+            rng = _rng(seed, "pascal_context", split, i)
+            c = Canvas(int(rng.integers(100, 151)), int(rng.integers(120, 181)), rng, _context_label,
+                       label_dtype=np.uint16)
+            _ade_scene(c, PHOTO)
+            images[f"{base}/JPEGImages/{key}.jpg"] = encode_jpeg(c.finish(PHOTO))
+            labels[f"trainval/{key}.mat"] = encode_mat({"LabelMap": c.label})
+    for split, keys in {**ids, "trainval": ids["train"] + ids["val"]}.items():
+        images[f"{base}/ImageSets/Main/{split}.txt"] = "".join(f"{k}\n" for k in sorted(keys)).encode()
+    write_tar(out / "VOCtrainval_03-May-2010.tar", images)
+    write_tar(out / "trainval.tar.gz", labels, compress=True)
+
+
+_COCO_NAMES = {"table": "dining table", "sky": "sky-other", "building": "building-other",
+               "wall": "wall-other", "water": "water-other", "ceiling": "ceiling-other",
+               "floor": "floor-other"}
+
+
+def _coco_stuff_label(name: str) -> int:
+    """0-indexed COCO-Stuff id (COCO category id - 1); 255 = unlabeled."""
+    if name == "other":
+        return 255
+    return COCO_STUFF_IDS[COCO_STUFF_CLASSES.index(_COCO_NAMES.get(name, name))]
+
+
+def _coco_images(seed: int, count: int):
+    """The miniature's val2017: (file name, image id, canvas) per image, the same for every COCO set."""
+    rng = np.random.default_rng([seed, _CODES["coco"], 2])
+    image_ids = np.cumsum(rng.integers(1, 2000, count)).tolist()
+    for i, image_id in enumerate(image_ids):
+        rng = _rng(seed, "coco", "val", i)
+        c = Canvas(int(rng.integers(96, 161)), int(rng.integers(128, 201)), rng, _coco_stuff_label)
+        _ade_scene(c, PHOTO)
+        yield f"{image_id:012d}.jpg", image_id, c
+
+
+def _write_coco_stuff(out: Path, seed: int, counts: dict[str, int]) -> None:
+    images, maps = {}, {}
+    for file_name, _, c in _coco_images(seed, counts.get("val", 0)):
+        images[f"val2017/{file_name}"] = encode_jpeg(c.finish(PHOTO))
+        maps[f"val2017/{file_name[:-4]}.png"] = encode_png(c.label)
+    write_zip(out / "val2017.zip", images)
+    write_zip(out / "stuffthingmaps_trainval2017.zip", maps)
+
+
+def _instances(c: Canvas, image_id: int, first_id: int) -> list[dict]:
+    """COCO instance annotations (compressed RLE) of the visible things of a canvas."""
+    annotations = []
+    for layer, name in enumerate(c.layers):
+        mask = c.visible(layer)
+        raw = _coco_stuff_label(name)
+        if raw + 1 not in COCO_THING_IDS or not mask.any():
+            continue
+        rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+        ys, xs = np.nonzero(mask)
+        bbox = [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1), float(np.ptp(ys) + 1)]
+        annotations.append({"id": first_id + len(annotations), "image_id": image_id,
+                            "category_id": raw + 1, "iscrowd": 0, "area": float(mask.sum()),
+                            "bbox": bbox, "segmentation": {"size": list(rle["size"]),
+                                                           "counts": rle["counts"].decode()}})
+    return annotations
+
+
+def _write_coco_object(out: Path, seed: int, counts: dict[str, int]) -> None:
+    images, entries, annotations = {}, [], []
+    for file_name, image_id, c in _coco_images(seed, counts.get("val", 0)):
+        images[f"val2017/{file_name}"] = encode_jpeg(c.finish(PHOTO))
+        entries.append({"id": image_id, "file_name": file_name, "height": c.h, "width": c.w})
+        annotations += _instances(c, image_id, len(annotations) + 1)
+    categories = [{"id": cid, "name": name, "supercategory": "thing"}
+                  for cid, name in zip(COCO_THING_IDS, COCO_OBJECT_CLASSES[1:])]
+    instances = {"info": {"description": "miniature COCO 2017"}, "images": entries,
+                 "annotations": annotations, "categories": categories}
+    write_zip(out / "val2017.zip", images)
+    write_zip(out / "annotations_trainval2017.zip",
+              {"annotations/instances_val2017.json": json.dumps(instances).encode()})
+
+
 _WRITERS = {"ade20k": _write_ade20k, "pascal_voc": _write_pascal_voc,
-            "cityscapes": _write_cityscapes, "gta5": _write_gta5}
+            "cityscapes": _write_cityscapes, "gta5": _write_gta5,
+            "pascal_context": _write_pascal_context, "coco_stuff": _write_coco_stuff,
+            "coco_object": _write_coco_object}
 
 
 def generate(out_root: Path, seed: int, counts: dict[str, dict[str, int]]) -> dict:

@@ -21,7 +21,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.datasets.readers import SampleRef, list_samples, read_sample
-from pipeline.datasets.specs import DataError, get_spec
+from pipeline.datasets.specs import DataError, LabelView, get_spec
 
 MANIFEST = "manifest.json"
 IMAGE_EXTS = ("jpg", "png")
@@ -152,13 +152,20 @@ def decode_sample(sample: dict) -> tuple[str, torch.Tensor, torch.Tensor]:
     return key, image, label
 
 
-def load_split(out_dir: Path, split: str) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """All samples of a split, decoded, in manifest order (for evaluation)."""
+def load_split(out_dir: Path, split: str,
+               view: LabelView | None = None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """All samples of a split, decoded, in manifest order (for evaluation); with a `view` of
+    the prepared dataset, labels are remapped to the view's train ids."""
+    if view is not None and (dataset := read_manifest(out_dir)["dataset"]) != view.base:
+        raise DataError(f"{Path(out_dir) / MANIFEST}: shards of {dataset!r}, but view "
+                        f"{view.name!r} is of {view.base!r}")
     entry = _split_entry(out_dir, split)
     samples = [decode_sample(s) for s in _read_shards(shard_paths(out_dir, split))]
     if len(samples) != entry["count"]:
         raise DataError(f"{Path(out_dir)}: split {split!r} has {len(samples)} samples in its "
                         f"shards, the manifest says {entry['count']}")
+    if view is not None:
+        samples = [(key, image, view.remap(label)) for key, image, label in samples]
     return samples
 
 

@@ -1,4 +1,4 @@
-"""Class lists and raw-label -> train-id mappings of the four benchmark datasets."""
+"""Class lists and raw-label -> train-id mappings of the benchmark datasets, and label views."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,6 +80,56 @@ CITYSCAPES_LABELS = (
 
 CITYSCAPES_LABEL_IDS = {name: label_id for name, label_id, _, _ in CITYSCAPES_LABELS}
 
+# PASCAL Context: the 60 ids (of the 459-class full labels, 0 = unlabeled) kept by mmseg's
+# converter, sorted; PASCAL_CONTEXT_IDS[i] -> train id i, every other id -> 0 (background).
+PASCAL_CONTEXT_IDS = (
+    0, 2, 9, 18, 19, 22, 23, 25, 31, 33, 34, 44, 45, 46, 59, 65, 68, 72, 80, 85, 98, 104, 105,
+    113, 115, 144, 158, 159, 162, 187, 189, 207, 220, 232, 258, 259, 260, 284, 295, 296, 308,
+    324, 326, 347, 349, 354, 355, 360, 366, 368, 397, 415, 416, 420, 424, 427, 440, 445, 454, 458,
+)
+PASCAL_CONTEXT_CLASSES = (
+    "background", "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat",
+    "book", "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
+    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
+    "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person",
+    "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign",
+    "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
+    "water", "window", "wood",
+)
+PASCAL_CONTEXT_NUM_IDS = 460  # full label ids 0..459
+
+# COCO-Stuff-164k, in mmseg's COCOStuffDataset order: the 80 COCO things, then 91 stuff classes.
+COCO_STUFF_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
+    "banner", "blanket", "branch", "bridge", "building-other", "bush", "cabinet", "cage",
+    "cardboard", "carpet", "ceiling-other", "ceiling-tile", "cloth", "clothes", "clouds",
+    "counter", "cupboard", "curtain", "desk-stuff", "dirt", "door-stuff", "fence",
+    "floor-marble", "floor-other", "floor-stone", "floor-tile", "floor-wood", "flower", "fog",
+    "food-other", "fruit", "furniture-other", "grass", "gravel", "ground-other", "hill", "house",
+    "leaves", "light", "mat", "metal", "mirror-stuff", "moss", "mountain", "mud", "napkin", "net",
+    "paper", "pavement", "pillow", "plant-other", "plastic", "platform", "playingfield",
+    "railing", "railroad", "river", "road", "rock", "roof", "rug", "salad", "sand", "sea",
+    "shelf", "sky-other", "skyscraper", "snow", "solid-other", "stairs", "stone", "straw",
+    "structural-other", "table", "tent", "textile-other", "towel", "tree", "vegetable",
+    "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile",
+    "wall-wood", "water-other", "waterdrops", "window-blind", "window-other", "wood",
+)
+# 0-indexed COCO-Stuff ids 0..181 that no annotation uses (unused COCO thing category ids - 1).
+_COCO_STUFF_UNUSED = (11, 25, 28, 29, 44, 65, 67, 68, 70, 82, 90)
+COCO_STUFF_IDS = tuple(i for i in range(182) if i not in _COCO_STUFF_UNUSED)
+# The 80 COCO category ids (1-indexed) in increasing order, and COCO-Object's classes.
+COCO_THING_IDS = tuple(i + 1 for i in COCO_STUFF_IDS[:80])
+COCO_OBJECT_CLASSES = ("background", *COCO_STUFF_CLASSES[:80])
+
 
 def voc_palette() -> np.ndarray:
     """The official PASCAL VOC colormap, uint8[256, 3] (bit-interleaved class index)."""
@@ -103,6 +153,11 @@ def cityscapes_palette() -> np.ndarray:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """A dataset's classes and raw id -> train id table (`lut`, legal raw ids: `valid`).
+
+    The tables cover raw ids 0..len(lut)-1, at least 0..255; longer when raw ids exceed 255
+    (PASCAL Context's full labels).
+    """
     name: str
     classes: tuple[str, ...]
     lut: np.ndarray
@@ -110,20 +165,27 @@ class DatasetSpec:
     splits: tuple[str, ...]
     ignore_index: int = 255
 
+    def __post_init__(self):
+        if not len(self.lut) == len(self.valid) >= 256:
+            raise ValueError(f"{self.name}: lut and valid must have one equal length >= 256")
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     def map_labels(self, raw: np.ndarray, source: str) -> np.ndarray:
-        """Raw label values -> uint8 train ids; DataError if a value is not a legal raw value."""
+        """Raw label ids (any integer dtype) -> uint8 train ids; DataError if one is not legal."""
         raw = np.asarray(raw)
+        if raw.dtype.kind not in "ui":
+            raise DataError(f"{source}: label array has dtype {raw.dtype}, expected integer "
+                            f"{self.name} label ids")
+        size = len(self.lut)
         if raw.dtype != np.uint8:
-            bad = np.unique(raw[(raw < 0) | (raw > 255)])
+            bad = np.unique(raw[(raw < 0) | (raw >= size)])
             if bad.size:
-                raise DataError(f"{source}: label values {bad.tolist()} are outside 0..255 "
-                                f"(expected raw {self.name} label ids)")
-            raw = raw.astype(np.uint8)
-        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+                raise DataError(f"{source}: label values {bad.tolist()} are outside "
+                                f"0..{size - 1} (expected raw {self.name} label ids)")
+        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=size))
         bad = present[~self.valid[present]]
         if bad.size:
             raise DataError(f"{source}: label values {bad.tolist()} are not valid {self.name} "
@@ -132,7 +194,7 @@ class DatasetSpec:
 
 
 def _describe(valid: np.ndarray) -> str:
-    """Compact text of a bool[256] mask, e.g. '0..20, 255'."""
+    """Compact text of a bool mask, e.g. '0..20, 255'."""
     values = np.flatnonzero(valid)
     runs, start = [], values[0]
     for prev, cur in zip(values, list(values[1:]) + [None]):
@@ -142,11 +204,11 @@ def _describe(valid: np.ndarray) -> str:
     return ", ".join(runs)
 
 
-def _table(pairs: dict[int, int], valid_values) -> tuple[np.ndarray, np.ndarray]:
-    lut = np.full(256, 255, np.uint8)
+def _table(pairs: dict[int, int], valid_values, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    lut = np.full(size, 255, np.uint8)
     for raw, train_id in pairs.items():
         lut[raw] = train_id
-    valid = np.zeros(256, bool)
+    valid = np.zeros(size, bool)
     valid[list(valid_values)] = True
     lut.setflags(write=False)
     valid.setflags(write=False)
@@ -171,12 +233,36 @@ def _cityscapes_like(name: str, splits: tuple[str, ...]) -> DatasetSpec:
     return DatasetSpec(name, classes, lut, valid, splits)
 
 
+def _pascal_context() -> DatasetSpec:
+    kept = {raw: i for i, raw in enumerate(PASCAL_CONTEXT_IDS)}
+    ids = range(PASCAL_CONTEXT_NUM_IDS)
+    lut, valid = _table({raw: kept.get(raw, 0) for raw in ids}, ids, PASCAL_CONTEXT_NUM_IDS)
+    return DatasetSpec("pascal_context", PASCAL_CONTEXT_CLASSES, lut, valid, ("train", "val"))
+
+
+def _coco_stuff() -> DatasetSpec:
+    pairs = {raw: i for i, raw in enumerate(COCO_STUFF_IDS)}
+    lut, valid = _table(pairs, [*COCO_STUFF_IDS, 255])
+    return DatasetSpec("coco_stuff", COCO_STUFF_CLASSES, lut, valid, ("val",))
+
+
+def _coco_object() -> DatasetSpec:
+    # Raw labels are rasterised COCO category ids, 0 where no instance is.
+    pairs = {0: 0, **{cat: i for i, cat in enumerate(COCO_THING_IDS, 1)}}
+    lut, valid = _table(pairs, pairs.keys())
+    return DatasetSpec("coco_object", COCO_OBJECT_CLASSES, lut, valid, ("val",))
+
+
 SPECS: dict[str, DatasetSpec] = {
     "ade20k": _ade20k(),
     "pascal_voc": _pascal_voc(),
     "cityscapes": _cityscapes_like("cityscapes", ("train", "val")),
     # GTA V labels are Cityscapes labelIds; it is evaluated on Cityscapes val.
     "gta5": _cityscapes_like("gta5", ("train",)),
+    "pascal_context": _pascal_context(),
+    # COCO train would need the 18 GB train2017.zip; both are zero-shot evaluation sets.
+    "coco_stuff": _coco_stuff(),
+    "coco_object": _coco_object(),
 }
 
 
@@ -185,3 +271,51 @@ def get_spec(name: str) -> DatasetSpec:
         return SPECS[name]
     except KeyError:
         raise KeyError(f"unknown dataset {name!r}; expected one of {sorted(SPECS)}") from None
+
+
+@dataclass(frozen=True)
+class LabelView:
+    """A prepared dataset scored on fewer classes: `lut` maps its train ids to the view's."""
+    name: str
+    base: str
+    classes: tuple[str, ...]
+    lut: np.ndarray
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def remap(self, label):
+        """Train ids of `base` (uint8 numpy array or torch tensor) -> the view's, same type."""
+        if isinstance(label, np.ndarray):
+            return self.lut[label]
+        return label.new_tensor(self.lut)[label.long()]
+
+
+def _without_background(name: str, base: str) -> LabelView:
+    """`base` with its class 0 (background) ignored: 0 -> 255, k -> k - 1."""
+    classes = SPECS[base].classes
+    lut, _ = _table({k: k - 1 for k in range(1, len(classes))}, ())
+    return LabelView(name, base, classes[1:], lut)
+
+
+VIEWS: dict[str, LabelView] = {
+    "pascal_voc20": _without_background("pascal_voc20", "pascal_voc"),
+    "pascal_context59": _without_background("pascal_context59", "pascal_context"),
+}
+
+
+def get_view(name: str) -> LabelView:
+    try:
+        return VIEWS[name]
+    except KeyError:
+        raise KeyError(f"unknown label view {name!r}; expected one of {sorted(VIEWS)}") from None
+
+
+def benchmark_classes(name: str) -> tuple[str, ...]:
+    """Class names a benchmark (a dataset or a label view) is scored on, in train-id order."""
+    if name in VIEWS:
+        return VIEWS[name].classes
+    if name in SPECS:
+        return SPECS[name].classes
+    raise KeyError(f"unknown benchmark {name!r}; expected one of {sorted(SPECS | VIEWS)}")
