@@ -68,7 +68,7 @@ def test_real_data_switch_downloads_resumes_after_a_failed_run_and_prepares(serv
         run(cmd, root, env)
 
     failed = run(dvc + ["repro", "prepare@gta5"], root, env, ok=False)
-    assert "05_labels.zip" in failed and "after 1 attempt" in failed
+    assert "05_labels.zip" in failed and "after 1 attempt;" in failed
     assert (root / "data/downloads/05_labels.zip.part").stat().st_size == 40
     assert not (root / "data/raw/gta5").exists()
 

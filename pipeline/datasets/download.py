@@ -197,7 +197,8 @@ def download_file(url: str, dest: Path, *, size: int | None = None, checksum: st
         except _Transient as error:
             if attempt == retries:
                 kept = f"; kept {part} to resume from on the next run" if part.exists() else ""
-                raise DownloadError(f"could not download {url} after {attempt + 1} attempts; "
+                tries = f"{attempt + 1} attempt" + ("s" if attempt else "")
+                raise DownloadError(f"could not download {url} after {tries}; "
                                     f"last error: {error}{kept}") from error
             sleep(backoff_s * 2 ** attempt)
     if problem := _mismatch(part, size, checksum):
