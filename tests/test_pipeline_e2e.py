@@ -1,19 +1,13 @@
 """`dvc repro` of a further-shrunk study in a temporary git repository: every declared output exists and parses."""
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.dvc_repo import DVC, dvc_repo, run
 
 pytestmark = pytest.mark.e2e
-
-COPIED = ["pipeline", "dvc.yaml", "plots/templates", ".dvcignore", ".gitignore"]
 
 
 def shrink(params: dict) -> dict:
@@ -31,35 +25,13 @@ def shrink(params: dict) -> dict:
     return params
 
 
-def run(cmd, cwd, env):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
-    for name in COPIED:
-        src, dst = REPO / name, root / name
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(src, dst)
     params = shrink(yaml.safe_load((REPO / "params.yaml").read_text()))
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ, DVC_NO_ANALYTICS="1", DVC_SITE_CACHE_DIR=str(root / ".site_cache"),
-               DVC_GLOBAL_CONFIG_DIR=str(root / ".dvc_global"), GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    dvc = [sys.executable, "-m", "dvc"]
-    run(["git", "init", "-q"], root, env)
-    run(dvc + ["init", "-q"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-q", "-m", "study"], root, env)
-    output = run(dvc + ["repro"], root, env)
-    return root, params, env, dvc, output
+    env = dvc_repo(root, yaml.safe_dump(params, sort_keys=False))
+    output = run(DVC + ["repro"], root, env)
+    return root, params, env, DVC, output
 
 
 def test_every_run_writes_flat_numeric_metrics(study):
