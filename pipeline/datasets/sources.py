@@ -138,8 +138,8 @@ _COCO_LICENCE = ("COCO annotations CC BY 4.0; images under the Flickr terms of u
 _CITYSCAPES_LOGIN = "https://www.cityscapes-dataset.com/login/"
 _CITYSCAPES_DOWNLOADS = "https://www.cityscapes-dataset.com/downloads/"
 
-SOURCES: dict[str, Source] = {
-    "ade20k": Source(
+SOURCES: dict[str, Source] = {source.name: source for source in (
+    Source(
         name="ade20k",
         files=(ADE_CHALLENGE_2016,),
         homepage="http://sceneparsing.csail.mit.edu/",
@@ -147,7 +147,7 @@ SOURCES: dict[str, Source] = {
                  "original copyrights (research use)"),
         disk="923 MB",
     ),
-    "pascal_voc": Source(
+    Source(
         name="pascal_voc",
         files=(VOC2012_TRAINVAL,),
         homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
@@ -155,7 +155,7 @@ SOURCES: dict[str, Source] = {
                  "annotations for research use"),
         disk="1.9 GB",
     ),
-    "pascal_context": Source(
+    Source(
         name="pascal_context",
         files=(VOC2010_TRAINVAL, PASCAL_CONTEXT_TRAINVAL),
         homepage="https://cs.stanford.edu/~roozbeh/pascal-context/",
@@ -163,7 +163,7 @@ SOURCES: dict[str, Source] = {
                  "research use (see the project page)"),
         disk="1.3 GB",
     ),
-    "cityscapes": Source(
+    Source(
         name="cityscapes",
         files=(CITYSCAPES_LEFTIMG8BIT, CITYSCAPES_GTFINE),
         homepage="https://www.cityscapes-dataset.com/",
@@ -178,7 +178,7 @@ SOURCES: dict[str, Source] = {
             "cityscapesScripts with your credentials."
         ),
     ),
-    "gta5": Source(
+    Source(
         name="gta5",
         files=GTA5_FILES,
         homepage="https://download.visinf.tu-darmstadt.de/data/from_games/",
@@ -186,7 +186,7 @@ SOURCES: dict[str, Source] = {
                  "from Grand Theft Auto V (see the project page)"),
         disk="~60 GB (estimate: no official sizes published)",
     ),
-    "coco_stuff": Source(
+    Source(
         name="coco_stuff",
         files=(COCO_VAL2017, COCO_STUFFTHINGMAPS_TRAINVAL2017),
         homepage="https://github.com/nightrome/cocostuff",
@@ -194,21 +194,21 @@ SOURCES: dict[str, Source] = {
                  "(https://cocodataset.org/#termsofuse)"),
         disk="1.4 GB",
     ),
-    "coco_object": Source(
+    Source(
         name="coco_object",
         files=(COCO_VAL2017, COCO_ANNOTATIONS_TRAINVAL2017),
         homepage="https://cocodataset.org/",
         licence=_COCO_LICENCE,
         disk="1.0 GB",
     ),
-    "coco_captions": Source(
+    Source(
         name="coco_captions",
         files=(COCO_TRAIN2017, COCO_VAL2017, COCO_ANNOTATIONS_TRAINVAL2017),
         homepage="https://cocodataset.org/",
         licence=_COCO_LICENCE,
         disk="19.0 GB",
     ),
-}
+)}
 
 
 def get_source(name: str) -> Source:
