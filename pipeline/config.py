@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.datasets.sources import SOURCES
-from pipeline.datasets.specs import SPECS
+from pipeline.datasets.specs import SPECS, VIEWS, benchmark_classes, get_view
 from pipeline.errors import PipelineError
 
 AVAILABLE_DECODERS = ("linear", "mask2former")
@@ -25,6 +25,12 @@ PRETRAININGS = ("random", "supervised", "mim", "hub", "file")
 TOY_PRETRAININGS = ("random", "supervised", "mim")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TAU_VARIANTS = ("b", "c")
+CONCEPT_BACKENDS = ("bank_match", "noun_chunks")
+ALIGN_NORMALIZATIONS = ("clip", "timm", "imagenet")
+CONCEPT_TARGETS = ("label", "argmax")
+CONCEPT_QUERIES = ("prototype", "instance")
+FEATURE_CACHES = ("none", "memory", "disk")
+GLOBAL_TOKENS = ("cls", "patch_mean")
 ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -66,6 +72,12 @@ class Variant:
     def toy_input(self) -> tuple[int, int]:
         """(image size, patch size) a toy is pretrained at: its timm kwargs, else timm's ViT defaults."""
         return self.timm_kwargs.get("img_size", 224), self.timm_kwargs.get("patch_size", 16)
+
+    @property
+    def native_patch_size(self) -> int:
+        """The model's own patch size: its timm kwargs, else the timm name (`..._patch14_...`), else 16."""
+        match = re.search(r"patch(\d+)", self.timm_name)
+        return self.timm_kwargs.get("patch_size") or (int(match.group(1)) if match else 16)
 
 
 @dataclass(frozen=True)
@@ -159,6 +171,87 @@ class Mask2FormerCfg:
 
 
 @dataclass(frozen=True)
+class ConceptsCfg:
+    """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1)."""
+
+    backend: str
+    spacy_model: str
+    split: str
+    image_size: int
+    shard_size: int
+    max_concepts: int
+    max_concept_tokens: int
+
+
+@dataclass(frozen=True)
+class TextCfg:
+    """The random-init CLIP text transformer aligned to a frozen tower (SimZSS notes §2)."""
+
+    width: int
+    layers: int
+    heads: int
+    context_length: int
+
+
+@dataclass(frozen=True)
+class AlignCfg:
+    size: str
+    image_size: int
+    crop_scale: tuple[float, float]
+    normalization: str
+    batch_size: int
+    samples_per_epoch: int
+    epochs: int
+    lr: float
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
+    warmup: float
+    logit_scale_init: float
+    logit_scale_max: float
+    concept_temperature: float
+    concept_scale: float
+    concept_target: str
+    concept_query: str
+    global_token: str
+    feature_cache: str
+    cache_dir: str
+    precision: str
+    workers: int
+    shuffle_buffer: int
+    log_every: int
+    seed: int
+
+    @property
+    def steps(self) -> int:
+        return self.epochs * -(-self.samples_per_epoch // self.batch_size)
+
+    @property
+    def scaled_lr(self) -> float:
+        """`lr` is per 256 samples, as the authors' main.py scales it."""
+        return self.lr * self.batch_size / 256
+
+
+@dataclass(frozen=True)
+class MethodCfg:
+    """simzss: global + concept loss; lit: concept_weight 0 (the LiT baseline)."""
+
+    concept_weight: float
+
+
+@dataclass(frozen=True)
+class ZeroshotCfg:
+    benchmarks: tuple[str, ...]
+    short_side: int
+    window: int
+    stride: int
+    background_threshold: dict[str, float]
+    threshold_sweep: tuple[float, ...]
+    batch_size: int
+    precision: str
+
+
+@dataclass(frozen=True)
 class RankCfg:
     base_setting: str
     tau_variant: str
@@ -202,6 +295,13 @@ class Params:
     pretrain: PretrainCfg
     finetune: FinetuneCfg
     rank: RankCfg
+    towers: tuple[str, ...]
+    methods: tuple[str, ...]
+    method_cfg: dict[str, MethodCfg]
+    concepts: ConceptsCfg
+    text_tower: TextCfg
+    align: AlignCfg
+    zeroshot: ZeroshotCfg
 
     def setup_for(self, setting: str) -> Setup:
         _check_choice(f"setting '{setting}'", setting, tuple(self.setting_cfg))
@@ -211,6 +311,15 @@ class Params:
         _check_choice("model", model, self.models)
         _check_choice("size", size, self.sizes)
         return self.model_cfg[model].variants[size]
+
+    def tower_variant(self, tower: str) -> Variant:
+        """The variant (align.size) of a SimZSS tower."""
+        _check_choice("tower", tower, self.towers)
+        return self.model_cfg[tower].variants[self.align.size]
+
+    def method(self, method: str) -> MethodCfg:
+        _check_choice("method", method, self.methods)
+        return self.method_cfg[method]
 
     def run(self, model: str, setting: str, seed: int) -> Run:
         _check_choice("model", model, self.models)
@@ -230,6 +339,7 @@ class Params:
 TOP_LEVEL = SETUP_KEYS + (
     "models", "settings", "seeds", "datasets", "downloads", "sizes", "model_cfg", "setting_cfg", "data_root",
     "data_cfg", "decoder_cfg", "generate", "download", "prepare", "pretrain", "finetune", "rank",
+    "towers", "methods", "method_cfg", "concepts", "text_tower", "align", "zeroshot",
 )
 
 
@@ -282,6 +392,7 @@ def parse_params(raw: dict) -> Params:
         pretrain=_parse_section(PretrainCfg, raw, "pretrain"),
         finetune=_parse_finetune(raw),
         rank=_parse_section(RankCfg, raw, "rank"),
+        **_parse_simzss(raw, models_raw),
     )
     _validate(params)
     return params
@@ -315,6 +426,30 @@ def _validate(p: Params) -> None:
             for size in p.sizes:
                 variant = p.model_cfg[name].variants[size]
                 _validate_presence_cell(p.pretrain.presence_cell, variant, f"model_cfg.{name}.{size}")
+    _validate_simzss(p)
+
+
+def _validate_simzss(p: Params) -> None:
+    for i, tower in enumerate(p.towers):
+        _check_choice(f"towers[{i}] (align@ uses the pretrain@ weights of a model)", tower, p.models)
+    _check_choice("align.size", p.align.size, p.sizes)
+    for name in p.zeroshot.benchmarks:
+        base = get_view(name).base if name in VIEWS else name
+        if base not in p.datasets:
+            raise ConfigError(f"zeroshot.benchmarks: {name!r} is scored on prepare@{base}, but {base!r} is not in "
+                              f"datasets {list(p.datasets)}")
+        if "val" not in SPECS[base].splits:
+            raise ConfigError(f"zeroshot.benchmarks: {name!r} needs the validation split of {base!r}, which has none")
+    if p.text_tower.width % p.text_tower.heads:
+        raise ConfigError(f"text_tower.width ({p.text_tower.width}) must be a multiple of text_tower.heads "
+                          f"({p.text_tower.heads})")
+    for tower in p.towers:
+        variant = p.model_cfg[tower].variants[p.align.size]
+        patch = variant.native_patch_size
+        for key, size in (("align.image_size", p.align.image_size), ("zeroshot.window", p.zeroshot.window)):
+            if size % patch:
+                raise ConfigError(f"{key} ({size}) must be a multiple of tower {tower!r}'s patch size ({patch}): "
+                                  "towers keep their native patch size")
 
 
 def _validate_presence_cell(cell: int, variant: Variant, key: str) -> None:
@@ -480,7 +615,73 @@ def _parse_finetune(raw: dict) -> FinetuneCfg:
     return cfg
 
 
-_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "tuple[float, float]": tuple}
+def _parse_simzss(raw: dict, model_cfg: dict) -> dict:
+    method_raw = _get(raw, "method_cfg", dict)
+    method_cfg = {}
+    for name in method_raw:
+        _check_id(f"method_cfg.{name}", name)
+        method_cfg[name] = _parse_section(MethodCfg, method_raw, name, label=f"method_cfg.{name}")
+        if method_cfg[name].concept_weight < 0:
+            raise ConfigError(f"method_cfg.{name}.concept_weight must be >= 0, got {method_cfg[name].concept_weight}")
+    concepts = _parse_section(ConceptsCfg, raw, "concepts")
+    _check_choice("concepts.backend", concepts.backend, CONCEPT_BACKENDS)
+    _check_choice("concepts.split", concepts.split, ("train", "val"))
+    align = _parse_section(AlignCfg, raw, "align")
+    for key, value, allowed in (("normalization", align.normalization, ALIGN_NORMALIZATIONS),
+                                ("concept_target", align.concept_target, CONCEPT_TARGETS),
+                                ("concept_query", align.concept_query, CONCEPT_QUERIES),
+                                ("feature_cache", align.feature_cache, FEATURE_CACHES),
+                                ("global_token", align.global_token, GLOBAL_TOKENS),
+                                ("precision", align.precision, PRECISIONS),
+                                ("size", align.size, SIZES)):
+        _check_choice(f"align.{key}", value, allowed)
+    if not 0 <= align.warmup < 1:
+        raise ConfigError(f"align.warmup is a fraction of the steps in [0, 1), got {align.warmup}")
+    if not 0 < align.crop_scale[0] <= align.crop_scale[1] <= 1:
+        raise ConfigError(f"align.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(align.crop_scale)}")
+    return {
+        "towers": _id_list(raw, "towers", allowed=tuple(model_cfg)),
+        "methods": _id_list(raw, "methods", allowed=tuple(method_cfg)),
+        "method_cfg": method_cfg,
+        "concepts": concepts,
+        "text_tower": _parse_section(TextCfg, raw, "text_tower"),
+        "align": align,
+        "zeroshot": _parse_zeroshot(raw),
+    }
+
+
+def _parse_zeroshot(raw: dict) -> ZeroshotCfg:
+    cfg = _parse_section(ZeroshotCfg, raw, "zeroshot")
+    for i, name in enumerate(cfg.benchmarks):
+        _check_choice(f"zeroshot.benchmarks[{i}]", name, tuple(SPECS) + tuple(VIEWS))
+    if cfg.stride > cfg.window:
+        raise ConfigError(f"zeroshot.stride ({cfg.stride}) must not exceed zeroshot.window ({cfg.window})")
+    _check_choice("zeroshot.precision", cfg.precision, PRECISIONS)
+    for name in cfg.benchmarks:
+        if benchmark_classes(name)[0] == "background" and name not in cfg.background_threshold:
+            raise ConfigError(f"zeroshot.background_threshold.{name}: missing; benchmark {name!r} has a background "
+                              "class, predicted where the best foreground score is below this threshold")
+    extra = sorted(set(cfg.background_threshold) - set(cfg.benchmarks))
+    if extra:
+        raise ConfigError(f"zeroshot.background_threshold: {extra} not in zeroshot.benchmarks {list(cfg.benchmarks)}")
+    return cfg
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _parse_value(section: dict, key: str, type_name: str, label: str) -> Any:
+    """One section value by its dataclass annotation: a scalar, a float pair, a list or a name -> float map."""
+    if type_name in _TYPES:
+        return _get(section, key, _TYPES[type_name], label=label)
+    if type_name == "dict[str, float]":
+        mapping = _get(section, key, dict, label=label)
+        return {name: _get(mapping, name, float, label=f"{label}.{name}") for name in mapping}
+    items = _get(section, key, list, label=label)
+    kind = str if type_name == "tuple[str, ...]" else float
+    if type_name == "tuple[float, float]" and len(items) != 2:
+        raise ConfigError(f"{label}: expected two numbers, got {items}")
+    return tuple(_get(section, key, kind, label=f"{label}[{i}]", value=x) for i, x in enumerate(items))
 
 
 def _parse_section(cls, raw: dict, name: str, label: str | None = None):
@@ -491,16 +692,7 @@ def _parse_section(cls, raw: dict, name: str, label: str | None = None):
     unknown = sorted(set(section) - set(expected))
     if unknown:
         raise ConfigError(f"{name}: unknown key(s) {unknown}; allowed: {list(expected)}")
-    values = {}
-    for key, type_name in expected.items():
-        kind = _TYPES[type_name]
-        if kind is tuple:
-            pair = _get(section, key, list, label=f"{name}.{key}")
-            if len(pair) != 2:
-                raise ConfigError(f"{name}.{key}: expected two numbers, got {pair}")
-            values[key] = tuple(_get(section, key, float, label=f"{name}.{key}", value=x) for x in pair)
-        else:
-            values[key] = _get(section, key, kind, label=f"{name}.{key}")
+    values = {key: _parse_value(section, key, type_name, f"{name}.{key}") for key, type_name in expected.items()}
     for key in _POSITIVE & set(values):
         if values[key] <= 0:
             raise ConfigError(f"{name}.{key} must be positive, got {values[key]}")
@@ -509,7 +701,9 @@ def _parse_section(cls, raw: dict, name: str, label: str | None = None):
 
 _POSITIVE = {
     "steps", "batch_size", "micro_batch_size", "shard_size", "log_every", "lr", "presence_cell", "hidden_dim",
-    "num_queries", "num_blocks", "num_heads", "ffn_dim", "num_points",
+    "num_queries", "num_blocks", "num_heads", "ffn_dim", "num_points", "image_size", "max_concepts",
+    "max_concept_tokens", "width", "layers", "heads", "context_length", "samples_per_epoch", "epochs", "eps",
+    "logit_scale_init", "logit_scale_max", "concept_temperature", "concept_scale", "short_side", "window", "stride",
 }
 
 

@@ -37,3 +37,31 @@ def finetune_metrics(run_name: str) -> Path:
 
 def train_plots(run_name: str) -> Path:
     return TRAIN_PLOTS / run_name
+
+
+CONCEPTS = Path("data/concepts")
+CONCEPT_STATS = Path("metrics/concepts.json")
+ALIGN = Path("models/align")
+ALIGN_METRICS = Path("metrics/align")
+ALIGN_PLOTS = Path("plots/align")
+ZEROSHOT_METRICS = Path("metrics/zeroshot")
+
+
+def align_name(tower: str, method: str) -> str:
+    return f"{tower}-{method}"
+
+
+def aligned_text(tower: str, method: str) -> Path:
+    return ALIGN / align_name(tower, method) / "text.safetensors"
+
+
+def align_metrics(tower: str, method: str) -> Path:
+    return ALIGN_METRICS / f"{align_name(tower, method)}.json"
+
+
+def align_plots(tower: str, method: str) -> Path:
+    return ALIGN_PLOTS / align_name(tower, method)
+
+
+def zeroshot_metrics(tower: str, method: str) -> Path:
+    return ZEROSHOT_METRICS / f"{align_name(tower, method)}.json"

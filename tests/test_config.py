@@ -62,6 +62,23 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p["download"].update(mirrors={"val2017.zip": "ftp://x"}), "download.mirrors.val2017.zip"),
         (lambda p: p["download"].update(mirrors=["x"]), "download.mirrors: expected dict"),
         (lambda p: p["data_cfg"].pop("cityscapes"), "dataset in setting 'cityscapes' (setting_cfg.cityscapes over the base setup): 'cityscapes' is trained"),
+        (lambda p: p.update(towers=["ghost"]), "towers[0]: unknown value 'ghost'"),
+        (lambda p: p.update(methods=["clip"]), "methods[0]: unknown value 'clip'"),
+        (lambda p: p["method_cfg"].update(neg={"concept_weight": -1.0}), "method_cfg.neg.concept_weight must be >= 0"),
+        (lambda p: p["concepts"].update(backend="regex"), "concepts.backend: unknown value 'regex'"),
+        (lambda p: p["concepts"].update(max_concepts=0), "concepts.max_concepts must be positive"),
+        (lambda p: p["align"].update(concept_target="soft"), "align.concept_target: unknown value 'soft'"),
+        (lambda p: p["align"].update(feature_cache="gpu"), "align.feature_cache: unknown value 'gpu'"),
+        (lambda p: p["align"].update(image_size=100), "align.image_size (100) must be a multiple of tower"),
+        (lambda p: p["align"].update(warmup=1.5), "align.warmup is a fraction"),
+        (lambda p: p["align"].update(betas=[0.9]), "align.betas: expected two numbers"),
+        (lambda p: p["align"].update(batch_size=0), "align.batch_size must be positive"),
+        (lambda p: p["text_tower"].update(heads=3), "text_tower.width (64) must be a multiple of text_tower.heads"),
+        (lambda p: p["zeroshot"].update(benchmarks=["imagenet"]), "zeroshot.benchmarks[0]: unknown value"),
+        (lambda p: p["zeroshot"].update(stride=200), "zeroshot.stride (200) must not exceed"),
+        (lambda p: p["zeroshot"]["background_threshold"].pop("pascal_voc"), "zeroshot.background_threshold.pascal_voc: missing"),
+        (lambda p: p["zeroshot"]["background_threshold"].update(gta5=0.3), "['gta5'] not in zeroshot.benchmarks"),
+        (lambda p: p.update(datasets=[d for d in p["datasets"] if d != "coco_stuff"]), "'coco_stuff' is not in datasets"),
     ],
 )
 def test_bad_params_name_the_key(raw_params, edit, fragment):
@@ -137,7 +154,16 @@ def test_config_decoders_match_the_network_registry():
 def test_paper_params_file_is_valid():
     raw = yaml.safe_load((REPO / "params-paper.yaml").read_text())
     params = parse_params(raw)
-    assert len(params.models) == 10 and len(params.settings) == 8 and params.seeds == (0, 1, 2)
+    assert len(params.models) == 11 and len(params.settings) == 8 and params.seeds == (0, 1, 2)
+    assert params.towers[0] == "dinov2_reg" and set(params.towers) == set(params.models)
+    assert params.variant("dinov2_reg", "base").timm_name == "vit_base_patch14_reg4_dinov2.lvd142m"
+    align = params.align
+    assert align.scaled_lr == pytest.approx(4.8e-4) and align.steps == 10 * 98
+    assert (align.betas, align.eps, align.weight_decay, align.warmup) == ((0.9, 0.98), 1e-6, 0.2, 0.1)
+    assert (params.text_tower.width, params.text_tower.layers, params.text_tower.heads) == (512, 12, 8)
+    assert params.method_cfg["simzss"].concept_weight == 0.05 and params.method_cfg["lit"].concept_weight == 0
+    zs = params.zeroshot
+    assert (zs.short_side, zs.window, zs.stride) == (448, 448, 224) and len(zs.benchmarks) == 8
     assert params.data_cfg["ade20k"].steps == 40000 and params.data_cfg["cityscapes"].crop == 1024
     assert params.finetune.compile and not params.run("eva02", "default", 0).compile
     m2f = params.mask2former

@@ -145,8 +145,10 @@ def test_normalization_timm_vs_imagenet():
     mean, std = torch.tensor(clip.mean).view(1, 3, 1, 1), torch.tensor(clip.std).view(1, 3, 1, 1)
     torch.testing.assert_close(timm_norm(x), timm_norm.model.forward_features((x - mean) / std)[:, 1:])
     assert not torch.allclose(timm_norm(x), imagenet_norm(x))
+    clip_norm = Encoder(name, 64, 16, timm_kwargs=TINY, normalization="clip")  # SimZSS's towers: OpenAI CLIP stats
+    assert clip_norm.mean.flatten().tolist() == pytest.approx((0.48145466, 0.4578275, 0.40821073))
     with pytest.raises(ValueError, match="normalization"):
-        Encoder(name, 64, 16, timm_kwargs=TINY, normalization="clip")
+        Encoder(name, 64, 16, timm_kwargs=TINY, normalization="openai")
 
 
 def test_checkpoint_is_loaded_strictly(tmp_path):

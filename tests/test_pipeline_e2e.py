@@ -22,6 +22,13 @@ def shrink(params: dict) -> dict:
     for cfg in params["model_cfg"].values():
         for size in ("base", "large"):
             cfg[size]["timm_kwargs"].update(img_size=32, embed_dim=32, depth=2, num_heads=2)
+    params.update(towers=["random", "supervised"])
+    params["generate"]["counts"]["coco_captions"] = {"train": 8}
+    params["concepts"].update(image_size=48)
+    params["text_tower"].update(width=16, layers=1, heads=2)
+    params["align"].update(image_size=32, batch_size=8, samples_per_epoch=16, epochs=2, log_every=1)
+    params["zeroshot"].update(benchmarks=["ade20k", "cityscapes"], background_threshold={}, short_side=32, window=32,
+                              stride=16)
     return params
 
 
@@ -45,6 +52,24 @@ def test_every_run_writes_flat_numeric_metrics(study):
                 assert all(isinstance(v, (int, float)) for v in metrics.values())
                 assert (root / f"models/finetune/{model}-{setting}-{seed}/segmenter.safetensors").is_file()
                 assert list((root / f"plots/train/{model}-{setting}-{seed}").rglob("*.tsv"))
+
+
+def test_simzss_stages_align_every_tower_and_method_and_rank_reports_zero_shot(study):
+    root, params, *_ = study
+    concepts = json.loads((root / "metrics/concepts.json").read_text())
+    assert concepts["captions"] == 5 * 8 and concepts["captions_with_concept"] > 0
+    ranking = json.loads((root / "metrics/ranking.json").read_text())
+    for tower in params["towers"]:
+        for method in params["methods"]:
+            align = json.loads((root / f"metrics/align/{tower}-{method}.json").read_text())
+            assert align["optimizer_steps"] == 4 and (align["final_concept_loss"] > 0) == (method == "simzss")
+            assert (root / f"models/align/{tower}-{method}/text.safetensors").is_file()
+            zero_shot = json.loads((root / f"metrics/zeroshot/{tower}-{method}.json").read_text())
+            assert {"miou_ade20k", "miou_cityscapes", "top1_ade20k"} <= set(zero_shot)
+            assert ranking["zeroshot"][f"{tower}-{method}"] == pytest.approx(
+                (zero_shot["miou_ade20k"] + zero_shot["miou_cityscapes"]) / 2)
+    assert set(ranking["zeroshot_vs_finetuned_tau"]) <= {"simzss", "lit"}
+    assert "| random | simzss |" in (root / "plots/zeroshot.md").read_text()
 
 
 def test_ranking_has_a_tau_and_time_ratio_for_every_setting(study):

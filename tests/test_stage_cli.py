@@ -37,3 +37,13 @@ def test_unexpected_errors_are_not_swallowed(tmp_path, raw_params):
 
     with pytest.raises(RuntimeError, match="a bug"):
         main(stage, argparse.Namespace(params=write_params(tmp_path, raw_params)))
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda p: p.tower_variant("ghost"), "tower: unknown value 'ghost'"),
+    (lambda p: p.method("clip"), "method: unknown value 'clip'; allowed: ['simzss', 'lit']"),
+])
+def test_unknown_tower_or_method_names_the_allowed_values(tmp_path, raw_params, capsys, call, fragment):
+    with pytest.raises(SystemExit):
+        main(lambda args, params: call(params), argparse.Namespace(params=write_params(tmp_path, raw_params)))
+    assert fragment in capsys.readouterr().err

@@ -29,14 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 PAPER = load_params(ROOT / "params-paper.yaml")
 ZOO = [(model, size) for model in PAPER.models for size in PAPER.sizes]
 WIDTH = {"base": 768, "large": 1024}
-PREFIX = {"siglip": 0, "sam": 0}  # every other model keeps one CLS token
+PREFIX = {"siglip": 0, "sam": 0, "dinov2_reg": 5}  # every other model keeps one CLS token
 CROP = 512
 
 
-def test_the_zoo_is_the_papers_twenty():
-    assert len(ZOO) == 20
+def test_the_zoo_is_the_papers_twenty_plus_the_simzss_tower():
+    assert len(ZOO) == 22
     assert set(PAPER.models) == {
-        "eva02_clip", "eva02", "dinov2", "beit3", "siglip", "dfn_clip", "deit3_in21k", "deit3_in1k", "mae", "sam"}
+        "eva02_clip", "eva02", "dinov2", "beit3", "siglip", "dfn_clip", "deit3_in21k", "deit3_in1k", "mae", "sam",
+        "dinov2_reg"}
     assert all(PAPER.variant(m, s).pretrain_tokens for m, s in ZOO)
 
 
@@ -96,7 +97,7 @@ def test_every_encoder_runs_at_full_depth_on_meta(model_id, size, patch):
 
 def _check_family(model_id: str, model: torch.nn.Module, grid: int) -> None:
     pos = getattr(model, "pos_embed", None)
-    if model_id.startswith("deit3"):  # no_embed_class: the table has no CLS row
+    if model_id.startswith("deit3") or model_id == "dinov2_reg":  # no_embed_class: no CLS/register rows
         assert model.no_embed_class and pos.shape[1] == grid * grid
     elif model_id == "sam":
         assert pos.shape[1:3] == (grid, grid)
@@ -189,7 +190,7 @@ def test_zoo_listing_covers_every_encoder_with_its_grid():
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout
     rows = [line for line in out.splitlines() if line.startswith("| ") and "`" in line]
-    assert len(rows) == 20
+    assert len(rows) == 22
     for model_id, size in ZOO:
         row = next(r for r in rows if r.startswith(f"| {model_id} | {size} |"))
         cells = [c.strip() for c in row.strip("|").split("|")]

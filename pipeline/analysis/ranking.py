@@ -105,7 +105,7 @@ def format_table(summary: pd.DataFrame, comparison: pd.DataFrame) -> str:
                                  zip(summary.miou, summary.miou_std, summary["rank"])])
     table = cells.pivot(index="model", columns="setting", values="cell")[list(comparison.setting)]
     footer = pd.DataFrame(
-        [[_fmt(t) for t in comparison.tau], [f"{r:.2f}x" for r in comparison.time_ratio]],
+        [[format_tau(t) for t in comparison.tau], [f"{r:.2f}x" for r in comparison.time_ratio]],
         index=["kendall tau", "train time"], columns=list(comparison.setting),
     )
     return "mIoU % mean±std over seeds (rank)\n" + pd.concat([table, footer]).to_string()
@@ -115,5 +115,5 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _fmt(value: float) -> str:
+def format_tau(value: float) -> str:
     return f"{value:+.2f}" if _finite(value) else "n/a"

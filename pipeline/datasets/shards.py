@@ -110,14 +110,15 @@ def prepare_dataset(dataset: str, root: Path, out_dir: Path, shard_size: int, wo
 _MANIFEST_KEYS = {"dataset", "classes", "ignore_index", "splits"}
 
 
-def read_manifest(out_dir: Path) -> dict:
+def read_manifest(out_dir: Path, required: set[str] = _MANIFEST_KEYS, what: str = "shards") -> dict:
+    """`out_dir/manifest.json`, checked to hold the `required` keys."""
     path = Path(out_dir) / MANIFEST
     try:
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise DataError(f"{path}: missing or unreadable shards manifest ({err})") from err
-    if not isinstance(manifest, dict) or not _MANIFEST_KEYS <= manifest.keys():
-        raise DataError(f"{path}: corrupt manifest, expected keys {sorted(_MANIFEST_KEYS)}")
+        raise DataError(f"{path}: missing or unreadable {what} manifest ({err})") from err
+    if not isinstance(manifest, dict) or not required <= manifest.keys():
+        raise DataError(f"{path}: corrupt manifest, expected keys {sorted(required)}")
     return manifest
 
 
@@ -169,6 +170,10 @@ def load_split(out_dir: Path, split: str,
     return samples
 
 
+def _image_and_label(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    return decode_sample(sample)[1:]
+
+
 def _generator(*ints: int) -> torch.Generator:
     seed = int(np.random.SeedSequence(list(ints)).generate_state(1, np.uint64)[0])
     return torch.Generator().manual_seed(seed)
@@ -195,12 +200,13 @@ class TrainStream(torch.utils.data.IterableDataset):
     Epoch e visits the shards in an order drawn from (seed, e). The consumers (ranks x
     DataLoader workers) split the shards between them when there are enough; otherwise every
     consumer reads all shards and keeps the samples whose index is its own modulo the number
-    of consumers. Samples are shuffled with a buffer and passed, decoded, to
-    transform(image, label, generator), the generator seeded from (seed, rank, worker, epoch).
+    of consumers. Samples are shuffled with a buffer, decoded by `decode` into a tuple
+    (default: (image, label) of a prepared segmentation sample) and passed to transform(*decoded, generator),
+    the generator seeded from (seed, rank, worker, epoch).
     """
 
     def __init__(self, shards: list[str], transform, seed: int, shuffle_buffer: int = 256,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, decode=None):
         super().__init__()
         if not shards:
             raise DataError("TrainStream needs at least one shard")
@@ -208,6 +214,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
+        self.decode = decode or _image_and_label
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -224,8 +231,7 @@ class TrainStream(torch.utils.data.IterableDataset):
             empty = True
             for sample in _buffer_shuffle(samples, self.shuffle_buffer, g):
                 empty = False
-                _, image, label = decode_sample(sample)
-                yield self.transform(image, label, g)
+                yield self.transform(*self.decode(sample), g)
             if empty:
                 raise DataError(f"TrainStream: no samples for rank {self.rank} worker {worker} "
                                 f"in {len(shards)} shard(s), e.g. {shards[0]}")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+from timm.data import (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD,
+                       resolve_data_config)
 from timm.layers import resample_abs_pos_embed, resample_abs_pos_embed_nhwc
 from timm.models import get_pretrained_cfg
 from timm.models._input import update_model_input_size
@@ -21,17 +22,20 @@ from torch import nn
 from pipeline.networks.families import FAMILY_HOOKS
 from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict
 
-NORMALIZATIONS = ("timm", "imagenet")
+NORMALIZATIONS = ("timm", "imagenet", "clip")
 IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = IMAGENET_DEFAULT_STD
+FIXED_STATISTICS = {"imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+                    "clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)}
 
 
 class Encoder(nn.Module):
     """Last-layer patch tokens of a timm ViT at `img_size` with `patch_size` patches.
 
     Input: B x 3 x img_size x img_size floats in [0, 1]. Normalisation is
-    "timm" (the model's pretrained_cfg mean/std, the authors' code since June 2024)
-    or "imagenet" (ImageNet mean/std for every model, their code before that).
+    "timm" (the model's pretrained_cfg mean/std, the authors' code since June 2024),
+    "imagenet" (ImageNet mean/std for every model, their code before that) or "clip"
+    (OpenAI CLIP mean/std, what the SimZSS code feeds its DINOv2 tower).
     A `checkpoint` (timm-native shapes) replaces the download, so `pretrained`
     is ignored when one is given.
     """
@@ -68,7 +72,7 @@ class Encoder(nn.Module):
             cfg = resolve_data_config({}, model=self.model)
             mean, std = cfg["mean"], cfg["std"]
         else:
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
+            mean, std = FIXED_STATISTICS[normalization]
         # Not persistent: the config decides the normalisation, not a stored checkpoint.
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -77,7 +81,18 @@ class Encoder(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._patches(self.model.forward_features(self.normalize(x)))
+
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global B x D, patches B x N x D) after the final norm: the CLS token, or the patch mean for
+        models without one."""
         features = self.model.forward_features(self.normalize(x))
+        patches = self._patches(features)
+        if features.ndim == 3 and getattr(self.model, "cls_token", None) is not None:
+            return features[:, 0], patches
+        return patches.mean(1), patches
+
+    def _patches(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim == 3:
             return features[:, self.num_prefix_tokens:]
         if getattr(self.model, "output_fmt", "NCHW") != "NHWC":

@@ -48,11 +48,14 @@ def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
 
 
 class SupervisedObjective(nn.Module):
-    """Multi-label class presence per `cell` x `cell` region of the crop (cell = crop: whole-image tags).
+    """Multi-label class presence per `cell` x `cell` region of the crop from the patch tokens, plus
+    whole-crop presence from the CLS token.
 
     Tags of regions rather than of the whole crop play the part of object-centric images with one
-    label each: with whole-crop tags every token learns to carry global content, which helps a
-    classifier but not a segmenter.
+    label each: with whole-crop tags on every token, each token learns to carry global content, which
+    helps a classifier but not a segmenter. The whole-crop tags go to the CLS token only, through the
+    same head, so that CLS and patch tokens share one space as in iBOT / DINOv2 (SimZSS aligns
+    captions to the CLS token and reads the patch tokens).
     """
 
     def __init__(self, encoder: Encoder, num_classes: int, ignore_index: int, cell: int):
@@ -63,7 +66,7 @@ class SupervisedObjective(nn.Module):
         self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.bool))
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        tokens = self.encoder(images)
+        cls, tokens = self.encoder.tokens(images)
         b, n, d = tokens.shape
         grid = tokens.transpose(1, 2).reshape(b, d, *self.encoder.grid_size)
         cells = F.avg_pool2d(grid, self.tokens_per_cell)
@@ -71,7 +74,8 @@ class SupervisedObjective(nn.Module):
         targets = presence_targets(labels, self.num_classes, self.ignore_index, self.cell)
         self.seen |= targets.amax(dim=(0, 2, 3)) > 0
         loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-        return loss[:, self.seen].mean()
+        image_loss = F.binary_cross_entropy_with_logits(self.head(cls), targets.amax(dim=(2, 3)), reduction="none")
+        return loss[:, self.seen].mean() + image_loss[:, self.seen].mean()
 
 
 class MaskedImageObjective(nn.Module):

@@ -1,0 +1,73 @@
+"""Zero-shot (SimZSS / LiT) results per tower and method, and how the zero-shot ranking of towers relates to
+their fine-tuned ranking (beyond both papers)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.analysis.ranking import format_tau, kendall_tau
+
+
+def load_zeroshot(metrics_dir: Path, towers, methods, benchmarks) -> pd.DataFrame:
+    """One row per (tower, method, benchmark) with its dataset-level mIoU (`miou_<benchmark>`)."""
+    rows = []
+    for tower in towers:
+        for method in methods:
+            path = Path(metrics_dir) / f"{tower}-{method}.json"
+            try:
+                data = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{path}: missing; run zeroshot@{tower}-{method} first") from None
+            for benchmark in benchmarks:
+                key = f"miou_{benchmark}"
+                if key not in data:
+                    raise ValueError(f"{path}: missing key {key!r}")
+                rows.append({"tower": tower, "method": method, "benchmark": benchmark, "miou": data[key]})
+    return pd.DataFrame(rows)
+
+
+def zeroshot_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Rows (tower, method), a column per benchmark and their mean."""
+    table = results.pivot_table(index=["tower", "method"], columns="benchmark", values="miou", sort=False)
+    table = table[list(dict.fromkeys(results.benchmark))]
+    return table.assign(mean=table.mean(axis=1))
+
+
+def zeroshot_vs_finetuned(table: pd.DataFrame, finetuned: pd.DataFrame, variant: str = "b") -> dict[str, float]:
+    """Kendall's tau, per method, between the towers' mean zero-shot mIoU and their fine-tuned mIoU
+    (`finetuned`: model -> miou of the base setting); NaN with fewer than two towers in both."""
+    taus = {}
+    for method in table.index.get_level_values("method").unique():
+        zero_shot = table.xs(method, level="method")["mean"]
+        common = [t for t in zero_shot.index if t in finetuned.index]
+        taus[method] = (kendall_tau(zero_shot[common], finetuned[common], variant) if len(common) > 1
+                        else float("nan"))
+    return taus
+
+
+def zeroshot_metrics(table: pd.DataFrame, taus: dict[str, float]) -> dict:
+    """For ranking.json: mean zero-shot mIoU per tower-method, and the taus (a NaN tau is left out, not faked)."""
+    return {
+        "zeroshot": {f"{tower}-{method}": float(row["mean"]) for (tower, method), row in table.iterrows()},
+        "zeroshot_vs_finetuned_tau": {method: tau for method, tau in taus.items() if math.isfinite(tau)},
+    }
+
+
+def zeroshot_records(table: pd.DataFrame) -> list[dict]:
+    return [{"run": f"{tower}-{method}", "tower": tower, "method": method, "miou": float(row["mean"])}
+            for (tower, method), row in table.iterrows()]
+
+
+def zeroshot_markdown(table: pd.DataFrame, taus: dict[str, float]) -> str:
+    """mIoU % per tower and method over the benchmarks, then tau against the fine-tuned ranking."""
+    columns = list(table.columns)
+    lines = ["| tower | method | " + " | ".join(columns) + " |", "|---|---|" + "---:|" * len(columns)]
+    for (tower, method), row in table.iterrows():
+        lines.append(f"| {tower} | {method} | " + " | ".join(f"{row[c] * 100:.1f}" for c in columns) + " |")
+    lines.append("")
+    lines += [f"Kendall's tau, zero-shot ({method}) vs fine-tuned ranking of the towers: {format_tau(tau)}"
+              for method, tau in taus.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,225 @@
+"""Zero-shot segmentation and classification from text class embeddings (SimZSS, reference §5-6).
+
+Segmentation follows the MMSegmentation protocol of TCL that the paper uses: the image
+is resized so its short side is `short_side`, scored by a `window` x `window` sliding
+window of stride `stride` (mmseg "slide" mode), per-window cosine scores are upsampled
+bilinearly to the window, averaged where windows overlap and resized back to the
+original size. With a background class, pixels whose best foreground score falls below
+a threshold are background.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+from torchvision.transforms.v2.functional import center_crop
+
+from pipeline.datasets.specs import DataError
+from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.sliding_window import resize_short_side
+from pipeline.networks.segmenter import upsample_logits
+
+PatchFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def class_embeddings(
+    encode_text: Callable[[torch.Tensor], torch.Tensor],
+    tokenize: Callable[[list[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[Callable[[str], str]] = OPENAI_IMAGENET_TEMPLATES,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """K x D class embeddings as open_clip's build_zero_shot_classifier builds them.
+
+    Every (class, template) prompt is encoded and L2-normalised, the prompts of a class
+    are averaged over templates and the mean is renormalised. `encode_text` maps
+    tokens to one embedding per prompt; the prompts go through it `batch_size` at a time.
+    """
+    if not classnames or not templates:
+        raise ValueError("class_embeddings needs at least one class name and one template")
+    tokens = tokenize([template(name) for name in classnames for template in templates])
+    embeddings = torch.cat([F.normalize(encode_text(chunk).float(), dim=-1)
+                            for chunk in tokens.split(batch_size)])
+    mean = embeddings.reshape(len(classnames), len(templates), -1).mean(1)
+    return F.normalize(mean, dim=-1)
+
+
+def slide_windows(height: int, width: int, window: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) of mmseg's slide_inference windows, rows outer, columns inner.
+
+    The last window on each axis is shifted back to end at the border; on an axis
+    shorter than `window` the single window is clipped to it, as in mmseg.
+    """
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+
+    def spans(length: int) -> list[tuple[int, int]]:
+        grids = max(length - window + stride - 1, 0) // stride + 1
+        ends = [min(i * stride + window, length) for i in range(grids)]
+        return [(max(end - window, 0), end) for end in ends]
+
+    return [(y0, y1, x0, x1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
+
+
+def _window_scores(patch_fn: PatchFn, crops: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """B x K x window x window cosine scores of B square uint8 crops."""
+    tokens = patch_fn(crops.float() / 255)
+    if tokens.dim() != 4 or tokens.shape[0] != crops.shape[0] or tokens.shape[-1] != classes.shape[-1]:
+        raise ValueError(f"patch_fn returned shape {tuple(tokens.shape)} for {crops.shape[0]} windows; "
+                         f"expected {crops.shape[0]} x h x w x {classes.shape[-1]}")
+    scores = torch.einsum("bhwd,kd->bkhw", tokens.float(), classes.to(tokens.device))
+    return upsample_logits(scores, tuple(crops.shape[-2:]))
+
+
+@torch.no_grad()
+def dense_scores(
+    patch_fn: PatchFn,
+    image: torch.Tensor,
+    class_emb: torch.Tensor,
+    short_side: int,
+    window: int,
+    stride: int,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """K x H x W float32 cosine scores for a uint8 3 x H x W image.
+
+    `patch_fn` maps B x 3 x window x window floats in [0, 1] to L2-normalised patch
+    tokens B x h x w x D; `class_emb` (K x D) is normalised here. Where the resized image
+    is smaller than the window it is zero-padded bottom/right to the window (mmseg pads
+    too, though after normalisation) and the padded scores are cropped away before the
+    final resize. The scores live on patch_fn's output device.
+    """
+    height, width = image.shape[-2:]
+    resized = resize_short_side(image, short_side)
+    resized_h, resized_w = resized.shape[-2:]
+    padded = F.pad(resized, (0, max(window - resized_w, 0), 0, max(window - resized_h, 0)))
+    boxes = slide_windows(*padded.shape[-2:], window, stride)
+    classes = F.normalize(class_emb.float(), dim=-1)
+
+    sums = counts = None
+    for start in range(0, len(boxes), batch_size):
+        chunk = boxes[start:start + batch_size]
+        crops = torch.stack([padded[:, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
+        scores = _window_scores(patch_fn, crops, classes)
+        if sums is None:
+            sums = scores.new_zeros((classes.shape[0], *padded.shape[-2:]))
+            counts = scores.new_zeros((1, *padded.shape[-2:]))
+        for (y0, y1, x0, x1), score in zip(chunk, scores):
+            sums[:, y0:y1, x0:x1] += score
+            counts[:, y0:y1, x0:x1] += 1
+    mean = (sums / counts)[:, :resized_h, :resized_w]
+    return upsample_logits(mean[None], (height, width))[0]
+
+
+def predict(scores: torch.Tensor, background_threshold: float | None = None) -> torch.Tensor:
+    """H x W int64 labels from K x H x W scores.
+
+    Without a threshold: the argmax. With one, the K classes are the foreground classes
+    of a with-background benchmark: 0 (background) where the best score is below the
+    threshold, else 1 + argmax.
+    """
+    if background_threshold is None:
+        return scores.argmax(0)
+    best, index = scores.max(0)
+    return torch.where(best < background_threshold, torch.zeros_like(index), index + 1)
+
+
+def classify(global_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """B top-1 class indices: the class embedding of highest cosine similarity."""
+    classes = F.normalize(class_emb.float(), dim=-1).to(global_emb.device)
+    return (F.normalize(global_emb.float(), dim=-1) @ classes.T).argmax(-1)
+
+
+def dominant_class(label: torch.Tensor, num_classes: int, with_background: bool,
+                   ignore_index: int = 255) -> int | None:
+    """Index (among the class embeddings) of the most frequent labelled foreground class.
+
+    Background (label 0 of a with-background benchmark) and `ignore_index` do not count;
+    ties go to the lower index; None when no pixel qualifies.
+    """
+    values = label.reshape(-1).long()
+    values = values[(values != ignore_index) & (values < num_classes)]
+    counts = torch.bincount(values, minlength=num_classes)
+    if with_background:
+        counts = counts[1:]
+    if counts.sum() == 0:
+        return None
+    return int(counts.argmax())
+
+
+def _center_window(image: torch.Tensor, window: int) -> torch.Tensor:
+    """1 x 3 x window x window floats in [0, 1]: short side resized to `window`, centre crop."""
+    crop = center_crop(resize_short_side(image, window), [window, window])
+    return crop[None].float() / 255
+
+
+def _levels(num_classes: int, num_embeddings: int, with_background: bool,
+            thresholds: Sequence[float]) -> list[float | None]:
+    """Background thresholds to score ([None] without background), after checking the sizes."""
+    expected = num_embeddings + 1 if with_background else num_embeddings
+    if num_classes != expected:
+        raise ValueError(f"num_classes={num_classes} but {num_embeddings} class embeddings "
+                         f"{'plus background ' if with_background else ''}give {expected}")
+    if not with_background:
+        return [None]
+    if not thresholds:
+        raise ValueError("a with-background benchmark needs at least one background threshold")
+    return [float(t) for t in thresholds]
+
+
+@torch.no_grad()
+def evaluate_benchmark(
+    samples: Iterable[tuple[str, torch.Tensor, torch.Tensor]],
+    patch_fn: PatchFn,
+    global_fn: Callable[[torch.Tensor], torch.Tensor],
+    class_emb: torch.Tensor,
+    *,
+    num_classes: int,
+    with_background: bool,
+    thresholds: Sequence[float],
+    short_side: int,
+    window: int,
+    stride: int,
+    batch_size: int = 16,
+    ignore_index: int = 255,
+) -> dict:
+    """Dataset-level mIoU (per background threshold) and zero-shot top-1 over `samples`.
+
+    `samples` are (key, uint8 3 x H x W image, H x W label) as `shards.load_split` returns.
+    With background, `class_emb` holds the K foreground classes, labels run 0..K with 0 =
+    background, and the dense scores of each image are computed once and thresholded at
+    every value of `thresholds`; without background, `thresholds` is unused. Top-1
+    predicts each image's dominant foreground class from `global_fn` (B x 3 x window x
+    window floats in [0, 1] -> B x D global embeddings) on the centre crop; images without
+    a labelled foreground pixel are not classified. Returns {"images", "miou": [{"threshold",
+    "miou"}...], "classified", "top1"} with mIoU the mmseg mean over classes present.
+    """
+    levels = _levels(num_classes, class_emb.shape[0], with_background, thresholds)
+    matrices = [ConfusionMatrix(num_classes, ignore_index) for _ in levels]
+    images = classified = correct = 0
+    for key, image, label in samples:
+        if tuple(label.shape) != tuple(image.shape[-2:]):
+            raise DataError(f"sample {key!r}: label is {tuple(label.shape)} but image is "
+                            f"{tuple(image.shape[-2:])}; expected equal H x W")
+        scores = dense_scores(patch_fn, image, class_emb, short_side, window, stride, batch_size)
+        target = label.to(scores.device)
+        for matrix, level in zip(matrices, levels):
+            try:
+                matrix.update(predict(scores, level), target)
+            except ValueError as err:
+                raise DataError(f"sample {key!r}: {err}") from err
+        images += 1
+        dominant = dominant_class(label, num_classes, with_background, ignore_index)
+        if dominant is not None:
+            predicted = classify(global_fn(_center_window(image, window)), class_emb)
+            correct += int(predicted[0] == dominant)
+            classified += 1
+    return {
+        "images": images,
+        "miou": [{"threshold": level, "miou": matrix.miou()} for level, matrix in zip(levels, matrices)],
+        "classified": classified,
+        "top1": correct / classified if classified else None,
+    }

@@ -1,0 +1,74 @@
+"""Zero-shot segmentation and classification of one aligned (tower, text tower) pair on every benchmark."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.config import ZeroshotCfg
+from pipeline.datasets.concept_bank import prompt_name
+from pipeline.datasets.shards import load_split
+from pipeline.datasets.specs import VIEWS, benchmark_classes, get_view
+from pipeline.evaluation.zeroshot import class_embeddings, evaluate_benchmark
+from pipeline.networks.encoder import Encoder
+from pipeline.networks.text_tower import TextTower, tokenize
+from pipeline.networks.tower import normalized_tokens
+
+
+def tower_functions(tower: Encoder, precision: str, global_token: str = "cls"):
+    """(patch_fn, global_fn) over float [0, 1] batches: L2-normalised patch grids B x h x w x D and globals B x D."""
+    def patch_fn(x: torch.Tensor) -> torch.Tensor:
+        return normalized_tokens(tower, x, precision)[1].unflatten(1, tower.grid_size)
+
+    def global_fn(x: torch.Tensor) -> torch.Tensor:
+        return normalized_tokens(tower, x, precision, global_token)[0]
+
+    return patch_fn, global_fn
+
+
+def benchmark_thresholds(cfg: ZeroshotCfg, benchmark: str) -> list[float]:
+    """The configured background threshold first, then the sweep's other values."""
+    chosen = cfg.background_threshold[benchmark]
+    return [chosen] + [t for t in cfg.threshold_sweep if t != chosen]
+
+
+def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_root: Path, precision: str,
+                   global_token: str = "cls") -> dict:
+    """Flat metrics: miou_<b> and top1_<b> per benchmark; for a with-background benchmark also
+    miou_<b>_thr<t> per swept threshold and miou_<b>_tuned_on_eval (the best of them, chosen on the eval set)."""
+    device = next(tower.parameters()).device
+    patch_fn, global_fn = tower_functions(tower, precision, global_token)
+    metrics, means = {}, {"with_background": [], "without_background": []}
+    for benchmark in cfg.benchmarks:
+        classes = benchmark_classes(benchmark)
+        with_background = classes[0] == "background"
+        names = [prompt_name(c) for c in (classes[1:] if with_background else classes)]
+        with torch.no_grad():
+            class_emb = class_embeddings(lambda t: text.encode(t.to(device)), tokenize, names)
+        view = get_view(benchmark) if benchmark in VIEWS else None
+        samples = load_split(Path(shards_root) / (view.base if view else benchmark), "val", view)
+        thresholds = benchmark_thresholds(cfg, benchmark) if with_background else []
+        result = evaluate_benchmark(samples, patch_fn, global_fn, class_emb, num_classes=len(classes),
+                                    with_background=with_background, thresholds=thresholds,
+                                    short_side=cfg.short_side, window=cfg.window, stride=cfg.stride,
+                                    batch_size=cfg.batch_size)
+        metrics.update(_benchmark_metrics(benchmark, result))
+        means["with_background" if with_background else "without_background"].append(metrics[f"miou_{benchmark}"])
+    for kind, values in means.items():
+        if values:
+            metrics[f"miou_mean_{kind}"] = sum(values) / len(values)
+    return metrics
+
+
+def _benchmark_metrics(benchmark: str, result: dict) -> dict:
+    configured, *swept = result["miou"]
+    metrics = {f"miou_{benchmark}": configured["miou"], f"images_{benchmark}": result["images"]}
+    if result["top1"] is not None:
+        metrics[f"top1_{benchmark}"] = result["top1"]
+    if configured["threshold"] is not None:
+        for entry in [configured, *swept]:
+            metrics[f"miou_{benchmark}_thr{entry['threshold']:g}"] = entry["miou"]
+        best = max([configured, *swept], key=lambda e: e["miou"])
+        metrics[f"miou_{benchmark}_tuned_on_eval"] = best["miou"]
+        metrics[f"threshold_{benchmark}_tuned_on_eval"] = best["threshold"]
+    return metrics

@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from pipeline.datasets.caption_augment import full_view, random_resized_crop, random_resized_crop_box
+from pipeline.training.align import param_groups, warmup_cosine
+from pipeline.training.feature_cache import DiskFeatureCache, FeatureCache
+
+
+def test_crop_boxes_follow_scale_and_ratio():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = random_resized_crop_box(512, 512, (0.9, 1.0), g)
+        assert 0 <= top <= 512 - h and 0 <= left <= 512 - w
+        assert 0.9 * 512 * 512 * 0.98 <= h * w <= 512 * 512
+        assert 3 / 4 * 0.97 <= w / h <= 4 / 3 * 1.03
+
+
+def test_crop_falls_back_to_the_center_when_no_draw_fits():
+    g = torch.Generator().manual_seed(0)
+    top, left, h, w = random_resized_crop_box(10, 100, (1.0, 1.0), g)  # a 10:1 image cannot hold ratio <= 4/3 at 100 %
+    assert (h, w) == (10, 13) and (top, left) == (0, (100 - 13) // 2)
+
+
+def test_views_have_the_training_size():
+    image = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+    assert random_resized_crop(image, 16, (0.9, 1.0), torch.Generator().manual_seed(1)).shape == (3, 16, 16)
+    view = full_view(image, 16)
+    assert view.dtype == torch.uint8 and torch.equal(view, full_view(image, 16))
+
+
+def test_warmup_then_cosine_like_open_clip():
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.SGD([p], lr=1.0)
+    schedule = warmup_cosine(opt, steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    expected = [0.5, 1.0] + [0.5 * (1 + math.cos(math.pi * e / 8)) for e in range(8)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_weight_decay_exclusions():
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+            self.ln_final = torch.nn.LayerNorm(4)
+            self.token_embedding = torch.nn.Embedding(10, 4)
+            self.logit_scale = torch.nn.Parameter(torch.ones(()))
+
+    model = Toy()
+    no_decay, decay = param_groups(model, 0.2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert sorted(names[id(p)] for p in decay["params"]) == ["proj.weight", "token_embedding.weight"]
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["ln_final.bias", "ln_final.weight",
+                                                                "logit_scale", "proj.bias"]
+    assert (no_decay["weight_decay"], decay["weight_decay"]) == (0.0, 0.2)
+
+
+def _compute_counter():
+    calls = []
+
+    def compute(images):
+        calls.append(len(images))
+        flat = images.float().flatten(1)
+        return flat[:, :4], flat[:, :8].reshape(len(images), 2, 4)
+
+    return calls, compute
+
+
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_feature_cache_computes_each_image_once(tmp_path, kind):
+    cache = FeatureCache() if kind == "memory" else DiskFeatureCache(tmp_path, torch.device("cpu"))
+    calls, compute = _compute_counter()
+    images = torch.arange(3 * 8, dtype=torch.uint8).reshape(3, 8)
+    first = cache.features(["a", "b", "c"], images, compute)
+    second = cache.features(["c", "a", "d"], images[[2, 0, 1]], compute)
+    assert calls == [3, 1] and (cache.hits, cache.misses) == (2, 4)
+    assert torch.equal(second[0][0], first[0][2]) and torch.equal(second[1][1], first[1][0])
+    if kind == "disk":  # a new process finds the files
+        again = DiskFeatureCache(tmp_path, torch.device("cpu"))
+        assert torch.equal(again.features(["b"], images[:1], compute)[0][0], first[0][1]) and calls == [3, 1]
