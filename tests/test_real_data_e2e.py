@@ -42,6 +42,7 @@ def test_real_data_switch_downloads_resumes_after_a_failed_run_and_prepares(serv
                   settings=["default"], dataset="gta5", eval_dataset="cityscapes")
     params["download"].update(retries=0, mirrors={name: server.url(f"/gta/{name}") for name in files})
     params["pretrain"]["dataset"] = "gta5"
+    params["zeroshot"].update(benchmarks=["cityscapes"], background_threshold={})
     params["data_cfg"] = {"gta5": {"crop": 128, "steps": 1}, "cityscapes": {"crop": 128, "steps": 1}}
     env = dvc_repo(root, yaml.safe_dump(params, sort_keys=False))
 
