@@ -11,20 +11,26 @@ from scipy.stats import kendalltau
 RESULT_KEYS = ("miou", "train_seconds", "trainable_params")
 
 
+def read_run_metrics(metrics_dir: Path, stage: str, run: str, keys) -> dict:
+    """`<metrics_dir>/<run>.json` of stage instance `<stage>@<run>`, checked to hold `keys`."""
+    path = Path(metrics_dir) / f"{run}.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; run {stage}@{run} first") from None
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}")
+    return data
+
+
 def load_results(metrics_dir: Path, models, settings, seeds) -> pd.DataFrame:
     """One row per run, for the runs that params lists (stale files of removed models are not read)."""
     rows = []
     for model in models:
         for setting in settings:
             for seed in seeds:
-                path = Path(metrics_dir) / f"{model}-{setting}-{seed}.json"
-                try:
-                    data = json.loads(path.read_text())
-                except FileNotFoundError:
-                    raise FileNotFoundError(f"{path}: missing; run finetune@{model}-{setting}-{seed} first") from None
-                missing = [k for k in RESULT_KEYS if k not in data]
-                if missing:
-                    raise ValueError(f"{path}: missing key(s) {missing}")
+                data = read_run_metrics(metrics_dir, "finetune", f"{model}-{setting}-{seed}", RESULT_KEYS)
                 rows.append({"model": model, "setting": setting, "seed": seed, **{k: data[k] for k in RESULT_KEYS}})
     return pd.DataFrame(rows)
 

@@ -2,13 +2,12 @@
 their fine-tuned ranking (beyond both papers)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.analysis.ranking import format_tau, kendall_tau
+from pipeline.analysis.ranking import format_tau, kendall_tau, read_run_metrics
 
 
 def load_zeroshot(metrics_dir: Path, towers, methods, benchmarks) -> pd.DataFrame:
@@ -16,16 +15,8 @@ def load_zeroshot(metrics_dir: Path, towers, methods, benchmarks) -> pd.DataFram
     rows = []
     for tower in towers:
         for method in methods:
-            path = Path(metrics_dir) / f"{tower}-{method}.json"
-            try:
-                data = json.loads(path.read_text())
-            except FileNotFoundError:
-                raise FileNotFoundError(f"{path}: missing; run zeroshot@{tower}-{method} first") from None
-            for benchmark in benchmarks:
-                key = f"miou_{benchmark}"
-                if key not in data:
-                    raise ValueError(f"{path}: missing key {key!r}")
-                rows.append({"tower": tower, "method": method, "benchmark": benchmark, "miou": data[key]})
+            data = read_run_metrics(metrics_dir, "zeroshot", f"{tower}-{method}", [f"miou_{b}" for b in benchmarks])
+            rows += [{"tower": tower, "method": method, "benchmark": b, "miou": data[f"miou_{b}"]} for b in benchmarks]
     return pd.DataFrame(rows)
 
 

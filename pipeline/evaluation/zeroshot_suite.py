@@ -16,12 +16,15 @@ from pipeline.networks.tower import normalized_tokens
 
 
 def tower_functions(tower: Encoder, precision: str, global_token: str = "cls"):
-    """(patch_fn, global_fn) over float [0, 1] batches: L2-normalised patch grids B x h x w x D and globals B x D."""
+    """(patch_fn, global_fn) over float [0, 1] batches (moved to the tower's device): L2-normalised patch grids
+    B x h x w x D and globals B x D."""
+    device = next(tower.parameters()).device
+
     def patch_fn(x: torch.Tensor) -> torch.Tensor:
-        return normalized_tokens(tower, x, precision)[1].unflatten(1, tower.grid_size)
+        return normalized_tokens(tower, x.to(device), precision)[1].unflatten(1, tower.grid_size)
 
     def global_fn(x: torch.Tensor) -> torch.Tensor:
-        return normalized_tokens(tower, x, precision, global_token)[0]
+        return normalized_tokens(tower, x.to(device), precision, global_token)[0]
 
     return patch_fn, global_fn
 
