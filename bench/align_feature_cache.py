@@ -18,6 +18,8 @@ from pipeline.config import load_params
 from pipeline.datasets.caption_shards import caption_shard_paths
 from pipeline.networks.tower import build_tower
 from pipeline.training.align import align_text
+from pipeline.training.checkpoint import Checkpointer
+from pipeline.training.distributed import Processes
 
 
 def main() -> None:
@@ -38,8 +40,9 @@ def main() -> None:
                                       samples_per_epoch=args.steps * cfg.batch_size, log_every=args.steps)
         tower = build_tower(params.tower_variant(args.tower), weights, cfg.image_size, cfg.normalization)
         with tempfile.TemporaryDirectory() as tmp:
+            no_checkpoints = Checkpointer(tmp, {}, every=0, procs=Processes(), workers=cfg.workers)
             m = align_text(tower, run_cfg, params.text_tower, args.concept_weight, shards, live_dir=None,
-                           cache_dir=tmp).metrics
+                           checkpointer=no_checkpoints, cache_dir=tmp).metrics
         print(f"{cache:<7}  {m['samples_per_second']:>9.0f}  {m['train_seconds']:>7.1f}  "
               f"{m.get('cache_hit_rate', 0.0):>8.2f}")
 

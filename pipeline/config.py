@@ -137,9 +137,8 @@ class FinetuneCfg:
     workers: int
     log_every: int
 
-    @property
-    def accumulation(self) -> int:
-        return self.batch_size // self.micro_batch_size
+    def accumulation(self, world_size: int = 1) -> int:
+        return accumulation("finetune", self.batch_size, self.micro_batch_size, world_size)
 
 
 @dataclass(frozen=True)
@@ -200,6 +199,7 @@ class AlignCfg:
     crop_scale: tuple[float, float]
     normalization: str
     batch_size: int
+    micro_batch_size: int
     samples_per_epoch: int
     epochs: int
     lr: float
@@ -226,10 +226,30 @@ class AlignCfg:
     def steps(self) -> int:
         return self.epochs * -(-self.samples_per_epoch // self.batch_size)
 
+    def accumulation(self, world_size: int = 1) -> int:
+        return accumulation("align", self.batch_size, self.micro_batch_size, world_size)
+
     @property
     def scaled_lr(self) -> float:
         """`lr` is per 256 samples, as the authors' main.py scales it."""
         return self.lr * self.batch_size / 256
+
+
+def accumulation(section: str, batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro-batches per process and optimizer step, so that micro x accumulation x processes = batch_size."""
+    per_step = micro_batch_size * world_size
+    if batch_size % per_step:
+        raise ConfigError(f"{section}.batch_size ({batch_size}) must be a multiple of {section}.micro_batch_size "
+                          f"({micro_batch_size}) x {world_size} process(es)")
+    return batch_size // per_step
+
+
+@dataclass(frozen=True)
+class CheckpointCfg:
+    """Training checkpoints: not part of any stage's params (they do not change results)."""
+
+    every: int  # optimizer steps between checkpoints; 0 = none
+    dir: str    # persistent folder outside DVC's outputs, one sub-folder per stage
 
 
 @dataclass(frozen=True)
@@ -302,6 +322,7 @@ class Params:
     text_tower: TextCfg
     align: AlignCfg
     zeroshot: ZeroshotCfg
+    checkpoint: CheckpointCfg
 
     def setup_for(self, setting: str) -> Setup:
         _check_choice(f"setting '{setting}'", setting, tuple(self.setting_cfg))
@@ -339,7 +360,7 @@ class Params:
 TOP_LEVEL = SETUP_KEYS + (
     "models", "settings", "seeds", "datasets", "downloads", "sizes", "model_cfg", "setting_cfg", "data_root",
     "data_cfg", "decoder_cfg", "generate", "download", "prepare", "pretrain", "finetune", "rank",
-    "towers", "methods", "method_cfg", "concepts", "text_tower", "align", "zeroshot",
+    "towers", "methods", "method_cfg", "concepts", "text_tower", "align", "zeroshot", "checkpoint",
 )
 
 
@@ -393,6 +414,7 @@ def parse_params(raw: dict) -> Params:
         finetune=_parse_finetune(raw),
         rank=_parse_section(RankCfg, raw, "rank"),
         **_parse_simzss(raw, models_raw),
+        checkpoint=_parse_checkpoint(raw),
     )
     _validate(params)
     return params
@@ -412,11 +434,8 @@ def _validate(p: Params) -> None:
     for setting in p.settings:
         _validate_setup(p, p.setup_for(setting), f"setting '{setting}' (setting_cfg.{setting} over the base setup)")
     f = p.finetune
-    if f.batch_size % f.micro_batch_size:
-        raise ConfigError(
-            f"finetune.batch_size ({f.batch_size}) must be a multiple of finetune.micro_batch_size "
-            f"({f.micro_batch_size})"
-        )
+    f.accumulation()
+    p.align.accumulation()
     if not 0 < f.scale_range[0] <= f.scale_range[1]:
         raise ConfigError(f"finetune.scale_range must be [low, high] with 0 < low <= high, got {list(f.scale_range)}")
     if not 0 < p.pretrain.mask_ratio < 1:
@@ -488,7 +507,7 @@ def _validate_setup(p: Params, s: Setup, where: str) -> None:
     if s.patch_size <= 0 or crop % s.patch_size:
         divisors = [d for d in range(1, crop + 1) if crop % d == 0 and d <= 32]
         raise ConfigError(
-            f"patch_size in {where}: {s.patch_size} does not divide the crop {crop} of data_cfg.{s.dataset}; "
+            f"patch_size in {where}: {s.patch_size} does not divide the crop {crop} (data_cfg.{s.dataset}.crop); "
             f"allowed: {divisors}"
         )
 
@@ -612,6 +631,13 @@ def _parse_download(raw: dict) -> DownloadCfg:
 def _parse_finetune(raw: dict) -> FinetuneCfg:
     cfg = _parse_section(FinetuneCfg, raw, "finetune")
     _check_choice("finetune.precision", cfg.precision, PRECISIONS)
+    return cfg
+
+
+def _parse_checkpoint(raw: dict) -> CheckpointCfg:
+    cfg = _parse_section(CheckpointCfg, raw, "checkpoint")
+    if cfg.every < 0:
+        raise ConfigError(f"checkpoint.every must be >= 0 (0 = no checkpoints), got {cfg.every}")
     return cfg
 
 

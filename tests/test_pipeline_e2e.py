@@ -26,7 +26,7 @@ def shrink(params: dict) -> dict:
     params["generate"]["counts"]["coco_captions"] = {"train": 8}
     params["concepts"].update(image_size=48)
     params["text_tower"].update(width=16, layers=1, heads=2)
-    params["align"].update(image_size=32, batch_size=8, samples_per_epoch=16, epochs=2, log_every=1)
+    params["align"].update(image_size=32, batch_size=8, micro_batch_size=4, samples_per_epoch=16, epochs=2, log_every=1)
     params["zeroshot"].update(benchmarks=["ade20k", "cityscapes"], background_threshold={}, short_side=32, window=32,
                               stride=16)
     return params

@@ -345,7 +345,7 @@ def list_samples(dataset: str, root: Path, split: str) -> list[SampleRef]:
         raise DataError(f"{dataset} has no split {split!r}; available: {list(spec.splits)}")
     refs, where = _LISTERS[dataset](Path(root), split)
     if not refs:
-        raise DataError(f"{where}: split {split!r} of {dataset} is empty")
+        raise DataError(f"{where}: split {split!r} of {dataset} is empty; expected at least one sample")
     return sorted(refs, key=lambda r: r.key)
 
 
@@ -355,7 +355,7 @@ def decode_image(data: bytes, source: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"{source}: cannot decode image ({err})") from err
+        raise DataError(f"{source}: cannot decode image, expected a complete JPEG or PNG ({err})") from err
     return image
 
 

@@ -45,7 +45,7 @@ def _prepare_sample(job: tuple[str, SampleRef]) -> tuple[str, str, bytes, bytes]
     return sample.key, sample.image_ext, sample.image, buf.getvalue()
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -98,7 +98,7 @@ def prepare_dataset(dataset: str, root: Path, out_dir: Path, shard_size: int, wo
                     samples = pool.imap(_prepare_sample, jobs, chunksize=chunk)
                 count, names = _write_shards(samples, tmp, split, shard_size)
                 manifest["splits"][split] = {"count": count, "shards": names,
-                                             "sha256": {n: _sha256(tmp / n) for n in names}}
+                                             "sha256": {n: file_sha256(tmp / n) for n in names}}
             write_json(tmp / MANIFEST, manifest)
     finally:
         if pool is not None:
@@ -201,12 +201,17 @@ class TrainStream(torch.utils.data.IterableDataset):
     DataLoader workers) split the shards between them when there are enough; otherwise every
     consumer reads all shards and keeps the samples whose index is its own modulo the number
     of consumers. Samples are shuffled with a buffer, decoded by `decode` into a tuple
-    (default: (image, label) of a prepared segmentation sample) and passed to transform(*decoded, generator),
-    the generator seeded from (seed, rank, worker, epoch).
+    (default: (image, label) of a prepared segmentation sample) and passed to transform(*decoded, generator).
+    The shuffle and each sample's generator are seeded from the seed, the consumer and the number
+    of consumers only, so 1 process x 2 workers and 2 processes x 1 worker see the same batches.
+
+    `skip_batches` resumes a stream: the DataLoader batches of `batch_size` samples that this rank
+    already consumed (a DataLoader takes batch i from worker i mod workers) are read but neither
+    decoded nor transformed, so what follows is what an uninterrupted stream would have given.
     """
 
     def __init__(self, shards: list[str], transform, seed: int, shuffle_buffer: int = 256,
-                 rank: int = 0, world_size: int = 1, decode=None):
+                 rank: int = 0, world_size: int = 1, decode=None, skip_batches: int = 0, batch_size: int = 1):
         super().__init__()
         if not shards:
             raise DataError("TrainStream needs at least one shard")
@@ -215,11 +220,14 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
         self.decode = decode or _image_and_label
+        self.skip_batches, self.batch_size = skip_batches, batch_size
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         consumer, consumers = self.rank * workers + worker, self.world_size * workers
+        skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
+        position = 0
         for epoch in itertools.count():
             order = torch.randperm(len(self.shards), generator=_generator(self.seed, epoch))
             shards = [self.shards[i] for i in order.tolist()]
@@ -227,11 +235,12 @@ class TrainStream(torch.utils.data.IterableDataset):
                 samples = _read_shards(shards[consumer::consumers])
             else:
                 samples = itertools.islice(_read_shards(shards), consumer, None, consumers)
-            g = _generator(self.seed, self.rank, worker, epoch)
             empty = True
-            for sample in _buffer_shuffle(samples, self.shuffle_buffer, g):
-                empty = False
-                yield self.transform(*self.decode(sample), g)
+            shuffle = _generator(self.seed, consumers, consumer, epoch)
+            for sample in _buffer_shuffle(samples, self.shuffle_buffer, shuffle):
+                empty, position = False, position + 1
+                if position > skip:
+                    yield self.transform(*self.decode(sample), _generator(self.seed, consumers, consumer, position))
             if empty:
                 raise DataError(f"TrainStream: no samples for rank {self.rank} worker {worker} "
                                 f"in {len(shards)} shard(s), e.g. {shards[0]}")

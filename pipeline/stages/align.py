@@ -1,4 +1,7 @@
-"""align@<tower>-<method>: align a random-init text tower to one frozen tower (SimZSS, or LiT without concepts)."""
+"""align@<tower>-<method>: align a random-init text tower to one frozen tower (SimZSS, or LiT without concepts).
+
+Under torchrun (dvc.yaml's `$LAUNCH`) every process trains on its slice of the batch and the main one writes.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +11,8 @@ from pipeline.atomic import write_json
 from pipeline.datasets.caption_shards import caption_shard_paths
 from pipeline.networks.tower import build_tower
 from pipeline.networks.weights import save_state_dict
-from pipeline.stages.common import main, parser
-from pipeline.training.align import align_text
+from pipeline.stages.common import checkpointer, main, parser, processes
+from pipeline.training.align import align_text, fingerprint
 from pipeline.training.feature_cache import cache_fingerprint
 
 
@@ -20,17 +23,24 @@ def run(args, params) -> None:
     tower = build_tower(variant, weights, cfg.image_size, cfg.normalization)
     cache_dir = Path(cfg.cache_dir) / cache_fingerprint(weights, variant, cfg.image_size, cfg.normalization)
     name = paths.align_name(args.tower, args.method)
-    result = align_text(tower, cfg, params.text_tower, concept_weight, caption_shard_paths(paths.CONCEPTS),
-                        live_dir=paths.align_plots(args.tower, args.method), cache_dir=cache_dir, name=name)
-    save_state_dict(result.model, paths.aligned_text(args.tower, args.method))
-    write_json(paths.align_metrics(args.tower, args.method), result.metrics)
+    with processes() as procs:
+        saver = checkpointer(args, params, f"align@{name}", procs, cfg.workers,
+                             fingerprint(cfg, params.text_tower, concept_weight, variant, weights, paths.CONCEPTS))
+        result = align_text(tower, cfg, params.text_tower, concept_weight, caption_shard_paths(paths.CONCEPTS),
+                            live_dir=paths.align_plots(args.tower, args.method), checkpointer=saver, procs=procs,
+                            cache_dir=cache_dir, name=name)
+        if result is None:
+            return
+        save_state_dict(result.model, paths.aligned_text(args.tower, args.method))
+        write_json(paths.align_metrics(args.tower, args.method), result.metrics)
+        saver.finish()
     m = result.metrics
     print(f"{name}: loss {m['final_loss']:.3f} (clip {m['final_clip_loss']:.3f}, concept {m['final_concept_loss']:.3f})"
           f"  {m['optimizer_steps']} steps in {m['train_seconds']:.1f}s ({m['samples_per_second']:.0f} samples/s)")
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
+    p = parser(__doc__, training=True)
     p.add_argument("--tower", required=True)
     p.add_argument("--method", required=True)
     main(run, p.parse_args())

@@ -1,33 +1,38 @@
-"""finetune@<model>-<setting>-<seed>: fine-tune one model under one setting, evaluate, write metrics."""
+"""finetune@<model>-<setting>-<seed>: fine-tune one model under one setting, evaluate, write metrics.
+
+Under torchrun (dvc.yaml's `$LAUNCH`) every process trains and the main one evaluates and writes.
+"""
 from __future__ import annotations
 
 from pipeline import paths
 from pipeline.atomic import write_json
 from pipeline.networks.weights import save_state_dict
-from pipeline.stages.common import main, parser
-from pipeline.training.finetune import finetune
+from pipeline.stages.common import checkpointer, main, parser, processes
+from pipeline.training.finetune import finetune, fingerprint
 
 
 def run(args, params) -> None:
     run_cfg = params.run(args.model, args.setting, args.seed)
-    result = finetune(
-        run_cfg,
-        params.finetune,
-        params.mask2former,
-        train_shards=paths.shards(run_cfg.setup.dataset),
-        eval_shards=paths.shards(run_cfg.setup.eval_dataset),
-        weights=paths.encoder_weights(args.model, run_cfg.setup.size),
-        live_dir=paths.train_plots(run_cfg.name),
-    )
-    save_state_dict(result.model, paths.finetune_dir(run_cfg.name) / "segmenter.safetensors")
-    write_json(paths.finetune_metrics(run_cfg.name), result.metrics)
+    train_shards = paths.shards(run_cfg.setup.dataset)
+    weights = paths.encoder_weights(args.model, run_cfg.setup.size)
+    with processes() as procs:
+        saver = checkpointer(args, params, f"finetune@{run_cfg.name}", procs, params.finetune.workers,
+                             fingerprint(run_cfg, params.finetune, params.mask2former, weights, train_shards))
+        result = finetune(run_cfg, params.finetune, params.mask2former, train_shards=train_shards,
+                          eval_shards=paths.shards(run_cfg.setup.eval_dataset), weights=weights,
+                          live_dir=paths.train_plots(run_cfg.name), checkpointer=saver, procs=procs)
+        if result is None:
+            return
+        save_state_dict(result.model, paths.finetune_dir(run_cfg.name) / "segmenter.safetensors")
+        write_json(paths.finetune_metrics(run_cfg.name), result.metrics)
+        saver.finish()
     m = result.metrics
     print(f"{run_cfg.name}: mIoU {m['miou'] * 100:.1f}%  train {m['train_seconds']:.1f}s "
           f"({m['crops_per_second']:.1f} crops/s)  trainable {m['trainable_params'] / 1e6:.2f}M")
 
 
 if __name__ == "__main__":
-    p = parser(__doc__)
+    p = parser(__doc__, training=True)
     p.add_argument("--model", required=True)
     p.add_argument("--setting", required=True)
     p.add_argument("--seed", required=True, type=int)

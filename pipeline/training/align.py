@@ -7,25 +7,29 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
-from dvclive import Live
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.config import AlignCfg, TextCfg
+from pipeline.config import AlignCfg, TextCfg, Variant
 from pipeline.datasets.caption_augment import full_view, random_resized_crop
 from pipeline.datasets.caption_shards import CaptionSample, decode_caption_sample
-from pipeline.datasets.shards import TrainStream
+from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256
 from pipeline.networks.encoder import Encoder
 from pipeline.networks.text_tower import AlignedText, TextTower, TextTowerCfg
 from pipeline.networks.tower import normalized_tokens
+from pipeline.training.checkpoint import Checkpointer, set_rng_state, weights_sha256
+from pipeline.training.distributed import Processes
 from pipeline.training.feature_cache import DiskFeatureCache, FeatureCache
 from pipeline.training.finetune import NonFiniteLossError, seed_everything
 from pipeline.training.optim import count_trainable
-from pipeline.training.precision import autocast, default_device, grad_scaler, resolve_precision
+from pipeline.training.precision import autocast, grad_scaler, resolve_precision
 from pipeline.training.simzss_loss import simzss_loss
+from pipeline.training.train_log import TrainLog
 
 
 @dataclass
@@ -55,10 +59,12 @@ def _caption(sample: dict) -> tuple[CaptionSample]:
     return (decode_caption_sample(sample),)
 
 
-def caption_loader(shards: list[str], cfg: AlignCfg, fixed_view: bool, device: torch.device) -> DataLoader:
+def caption_loader(shards: list[str], cfg: AlignCfg, fixed_view: bool, device: torch.device,
+                   procs: Processes = Processes(), skip_batches: int = 0) -> DataLoader:
     stream = TrainStream(shards, CaptionView(cfg.image_size, cfg.crop_scale, fixed_view), seed=cfg.seed,
-                         shuffle_buffer=cfg.shuffle_buffer, decode=_caption)
-    return DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                         shuffle_buffer=cfg.shuffle_buffer, rank=procs.rank, world_size=procs.world_size,
+                         decode=_caption, skip_batches=skip_batches, batch_size=cfg.micro_batch_size)
+    return DataLoader(stream, batch_size=cfg.micro_batch_size, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
 
 
@@ -104,70 +110,136 @@ def build_trainer(cfg: AlignCfg, text_cfg: TextCfg, embed_dim: int, precision: s
     text = TextTower(TextTowerCfg(text_cfg.width, text_cfg.layers, text_cfg.heads, text_cfg.context_length), embed_dim)
     model = AlignedText(text, cfg.logit_scale_init).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.scaled_lr, betas=cfg.betas,
-                                  eps=cfg.eps)
+                                  eps=cfg.eps, fused=device.type == "cuda" or None)
     schedule = warmup_cosine(optimizer, cfg.steps, int(cfg.warmup * cfg.steps))
     return Trainer(model, optimizer, schedule, grad_scaler(precision, device))
 
 
-def train_step(trainer: Trainer, vision: tuple[torch.Tensor, torch.Tensor], tokens: torch.Tensor,
-               concepts: torch.Tensor, spans: torch.Tensor, cfg: AlignCfg, concept_weight: float, precision: str,
-               where: str) -> dict[str, float]:
-    """One optimizer step on a batch whose frozen-tower features are `vision`; the logged terms."""
-    model, device = trainer.model, tokens.device
-    with autocast(precision, device):
-        text_global, token_emb = model.text(tokens)
-    out = simzss_loss(*vision, text_global.float(), token_emb.float(), concepts, spans, model.logit_scale.exp(),
-                      concept_weight, cfg.concept_temperature, cfg.concept_scale, cfg.concept_target,
-                      cfg.concept_query)
-    if not torch.isfinite(out.total):
-        raise NonFiniteLossError(f"{where}: loss is {out.total.item()}; stopping")
+class MicroBatch(NamedTuple):
+    """One forward's worth of a process's batch: frozen-tower features and the captions' text inputs."""
+    image_global: torch.Tensor
+    patches: torch.Tensor
+    tokens: torch.Tensor
+    concepts: torch.Tensor
+    spans: torch.Tensor
+
+
+def train_step(trainer: Trainer, micro_batches: list[MicroBatch], cfg: AlignCfg, concept_weight: float,
+               precision: str, where: str, procs: Processes = Processes()) -> dict[str, float]:
+    """One optimizer step on this process's micro-batches; the logged terms (means over processes).
+
+    The contrastive and concept losses need the whole batch at once, so more than one micro-batch
+    is accumulated the GradCache way: text features of every micro-batch without a graph, the loss
+    and its gradient with respect to those features on the whole batch, then each micro-batch's
+    forward again with that gradient. One process with k micro-batches and k processes with one
+    each compute the same step. Gradients are averaged over processes after the backward.
+    """
+    model = trainer.model
+
+    def text(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(precision, tokens.device):
+            text_global, token_emb = model.text(tokens)
+        return text_global.float(), token_emb.float()
+
+    def batch(field: str) -> torch.Tensor:
+        return torch.cat([getattr(m, field) for m in micro_batches])
+
+    if len(micro_batches) == 1:
+        text_global, token_emb = text(micro_batches[0].tokens)
+    else:
+        with torch.no_grad():
+            features = [text(m.tokens) for m in micro_batches]
+        text_global = torch.cat([f[0] for f in features]).requires_grad_()
+        token_emb = torch.cat([f[1] for f in features]).requires_grad_()
+    out = simzss_loss(batch("image_global"), batch("patches"), text_global, token_emb, batch("concepts"),
+                      batch("spans"), model.logit_scale.exp(), concept_weight, cfg.concept_temperature,
+                      cfg.concept_scale, cfg.concept_target, cfg.concept_query, procs)
+    loss = procs.mean(out.total.item())
+    if not math.isfinite(loss):
+        raise NonFiniteLossError(f"{where}: loss is {loss}; stopping")
     trainer.scaler.scale(out.total).backward()
+    if len(micro_batches) > 1:
+        rows = 0
+        for m in micro_batches:
+            part = slice(rows, rows + len(m.tokens))
+            used = [(out, leaf.grad[part]) for out, leaf in zip(text(m.tokens), (text_global, token_emb))
+                    if leaf.grad is not None]  # LiT leaves the token embeddings out of the loss
+            torch.autograd.backward(*zip(*used))
+            rows = part.stop
+    procs.average_gradients(model)
     trainer.scaler.step(trainer.optimizer)
     trainer.scaler.update()
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.schedule.step()
     model.clamp_logit_scale(cfg.logit_scale_max)
-    return {"loss": out.total.item(), "clip_loss": out.clip.item(), "concept_loss": out.concept.item(),
-            "concept_accuracy": out.concept_accuracy.item(), "concepts_per_batch": out.concepts,
+    return {"loss": loss, "clip_loss": procs.mean(out.clip.item()), "concept_loss": procs.mean(out.concept.item()),
+            "concept_accuracy": procs.mean(out.concept_accuracy.item()), "concepts_per_batch": out.concepts,
             "logit_scale": model.logit_scale.exp().item()}
 
 
+def fingerprint(cfg: AlignCfg, text_cfg: TextCfg, concept_weight: float, tower: Variant, weights: Path,
+                concepts: Path) -> dict:
+    """What determines an alignment run's result: its params and the digests of its inputs."""
+    return {"params": {"align": {k: v for k, v in asdict(cfg).items() if k not in ("log_every", "cache_dir")},
+                       "text_tower": asdict(text_cfg), "concept_weight": concept_weight, "tower": asdict(tower)},
+            "inputs": {"weights_sha256": weights_sha256(weights), "data_sha256": file_sha256(concepts / MANIFEST)}}
+
+
 def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextCfg, concept_weight: float, shards: list[str],
-               live_dir, cache_dir=None, name: str = "align") -> AlignResult:
-    """Train a random-init text tower against the frozen `tower` for cfg.steps optimizer steps."""
-    device = default_device()
+               live_dir, checkpointer: Checkpointer, procs: Processes = Processes(), cache_dir=None,
+               name: str = "align") -> AlignResult | None:
+    """Train a random-init text tower against the frozen `tower` for cfg.steps optimizer steps.
+
+    Resumes from the checkpointer's last checkpoint; the main process returns the result, the others None.
+    """
+    device = procs.device()
     seed_everything(cfg.seed)
     precision = resolve_precision(cfg.precision, device)
     tower = tower.to(device).eval().requires_grad_(False)
     trainer = build_trainer(cfg, text_cfg, tower.embed_dim, precision, device)
+    accumulation = cfg.accumulation(procs.world_size)
+    resumed = checkpointer.resume(trainer.model, trainer.optimizer, trainer.schedule, trainer.scaler)
+    start, seconds, sums, terms = ((resumed.step, resumed.extra["seconds"], resumed.extra["sums"],
+                                    resumed.extra["terms"]) if resumed else (0, 0.0, {}, {}))
     cache = build_cache(cfg, cache_dir, device)
-    batches = iter(caption_loader(shards, cfg, cache is not None, device))
+    batches = iter(caption_loader(shards, cfg, cache is not None, device, procs, skip_batches=start * accumulation))
+    if resumed:
+        set_rng_state(resumed.rng)
+    log = TrainLog(live_dir, procs, resumed.extra["history"] if resumed else None)
 
     def vision(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalized_tokens(tower, images.float().div_(255), precision, cfg.global_token)
 
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if live_dir else None
-    sums, start = {}, time.perf_counter()
-    try:
-        for step in range(1, cfg.steps + 1):
-            images, tokens, concepts, spans, keys = next(batches)
-            images = images.to(device, non_blocking=True)
-            features = vision(images) if cache is None else cache.features(list(keys), images, vision)
-            terms = train_step(trainer, features, tokens.to(device), concepts.to(device), spans.to(device), cfg,
-                               concept_weight, precision, f"{name}, optimizer step {step}")
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            if live is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                live.step = step
-                for key, value in terms.items():
-                    live.log_metric(f"train/{key}", value)
-                live.log_metric("train/lr", trainer.optimizer.param_groups[0]["lr"])
-    finally:
-        if live is not None:
-            live.end()
+    def micro_batch() -> MicroBatch:
+        images, tokens, concepts, spans, keys = next(batches)
+        images = images.to(device, non_blocking=True)
+        features = vision(images) if cache is None else cache.features(list(keys), images, vision)
+        return MicroBatch(*features, tokens.to(device), concepts.to(device), spans.to(device))
+
+    started = time.perf_counter()
+    for step in range(start + 1, cfg.steps + 1):
+        micro_batches = [micro_batch() for _ in range(accumulation)]
+        try:
+            terms = train_step(trainer, micro_batches, cfg, concept_weight, precision,
+                               f"{name}, optimizer step {step}", procs)
+        except NonFiniteLossError as err:
+            log.close()
+            raise NonFiniteLossError(f"{err} ({checkpointer.last_saved()})") from None
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + value
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.log(step, {f"train/{k}": v for k, v in terms.items()}
+                    | {"train/lr": trainer.optimizer.param_groups[0]["lr"]})
+        if checkpointer.due(step, cfg.steps):
+            extra = {"seconds": seconds + time.perf_counter() - started, "history": log.history, "sums": sums,
+                     "terms": terms}
+            checkpointer.save(step, trainer.model, trainer.optimizer, trainer.schedule, trainer.scaler, extra)
+    log.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    seconds += time.perf_counter() - started
+    if not procs.is_main:
+        return None
     metrics = {f"final_{k}": v for k, v in terms.items()}
     metrics.update({f"mean_{k}": v / cfg.steps for k, v in sums.items() if k in ("loss", "concepts_per_batch")})
     metrics.update({"train_seconds": seconds, "samples_per_second": cfg.steps * cfg.batch_size / seconds,

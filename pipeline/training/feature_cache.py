@@ -13,6 +13,8 @@ from typing import Callable
 
 import torch
 
+from pipeline.datasets.shards import file_sha256
+
 Features = tuple[torch.Tensor, torch.Tensor]  # (global B x D, patches B x N x D)
 
 
@@ -70,9 +72,4 @@ class DiskFeatureCache(FeatureCache):
 
 def cache_fingerprint(weights: Path, *parts: object) -> str:
     """Folder name for a disk cache: the tower's weights file and everything else that changes the features."""
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(repr(parts).encode())
-    return digest.hexdigest()[:16]
+    return hashlib.sha256((file_sha256(weights) + repr(parts)).encode()).hexdigest()[:16]

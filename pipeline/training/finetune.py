@@ -1,31 +1,36 @@
 """Fine-tuning a segmenter and evaluating it: the benchmark's training protocol (reference notes §4-6)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from pipeline.config import FinetuneCfg, Mask2FormerCfg, Run
 from pipeline.datasets.augment import TrainAugment
-from pipeline.datasets.shards import TrainStream, load_split, shard_paths
+from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256, load_split, shard_paths
 from pipeline.datasets.specs import get_spec
+from pipeline.errors import PipelineError
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.sliding_window import predict
 from pipeline.networks.segmenter import Segmenter, build_segmenter
 from pipeline.training.criteria import Criterion, build_criterion
+from pipeline.training.checkpoint import Checkpointer, set_rng_state, weights_sha256
+from pipeline.training.distributed import Processes
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
-from pipeline.training.precision import autocast, default_device, grad_scaler, resolve_precision
+from pipeline.training.precision import autocast, grad_scaler, resolve_precision
+from pipeline.training.train_log import TrainLog
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+class NonFiniteLossError(PipelineError):
+    """Training produced a NaN or infinite loss (a learning rate too high, or broken data)."""
 
 
 @dataclass
@@ -40,8 +45,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, device: torch.device) -> DataLoader:
-    stream = TrainStream(shards, TrainAugment(crop, cfg.scale_range), seed=seed)
+def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, device: torch.device, procs: Processes,
+                 skip_batches: int = 0) -> DataLoader:
+    stream = TrainStream(shards, TrainAugment(crop, cfg.scale_range), seed=seed, rank=procs.rank,
+                         world_size=procs.world_size, skip_batches=skip_batches, batch_size=cfg.micro_batch_size)
     return DataLoader(
         stream,
         batch_size=cfg.micro_batch_size,
@@ -51,49 +58,73 @@ def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, devi
     )
 
 
+def fingerprint(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, weights: Path, train_shards: Path) -> dict:
+    """What determines a fine-tuning run's result: its params and the digests of its inputs."""
+    return {"params": {"run": asdict(run), "finetune": {k: v for k, v in asdict(cfg).items() if k != "log_every"},
+                       "mask2former": asdict(mask2former) if run.setup.decoder == "mask2former" else None},
+            "inputs": {"weights_sha256": weights_sha256(weights),
+                       "data_sha256": file_sha256(train_shards / MANIFEST)}}
+
+
 def train(
-    model: Segmenter, loader: DataLoader, run: Run, cfg: FinetuneCfg, criterion: Criterion, device: torch.device,
-    live: Live | None,
+    model: Segmenter, shards: list[str], run: Run, cfg: FinetuneCfg, criterion: Criterion, device: torch.device,
+    live_dir: Path | None, checkpointer: Checkpointer, procs: Processes,
 ) -> float:
-    """Run `run.steps` optimizer steps of `cfg.accumulation` micro-batches; return the seconds spent."""
+    """Run `run.steps` optimizer steps of micro-batches x accumulation x processes samples; the seconds spent.
+
+    A killed run resumes from the checkpointer's last checkpoint; under torchrun the model is
+    wrapped in DDP, which averages the gradients over processes on the last micro-batch of a step.
+    """
     precision = resolve_precision(cfg.precision, device)
+    accumulation = cfg.accumulation(procs.world_size)
     optimizer = build_optimizer(model.encoder, model.decoder, cfg.lr, cfg.encoder_lr_multiplier, cfg.weight_decay)
     schedule = build_schedule(optimizer, run.steps, cfg.poly_power)
     scaler = grad_scaler(precision, device)
-    forward = torch.compile(model) if run.compile else model
-    batches = iter(loader)
+    resumed = checkpointer.resume(model, optimizer, schedule, scaler)
+    start, seconds = (resumed.step, resumed.extra["seconds"]) if resumed else (0, 0.0)
+    batches = iter(train_loader(shards, run.crop, cfg, run.seed, device, procs, skip_batches=start * accumulation))
+    if resumed:
+        set_rng_state(resumed.rng)
+    parallel = DistributedDataParallel(model) if procs.distributed else model
+    forward = torch.compile(parallel) if run.compile else parallel
+    log = TrainLog(live_dir, procs, resumed.extra["history"] if resumed else None)
     model.train()
-    start = time.perf_counter()
-    for step in range(1, run.steps + 1):
+    started = time.perf_counter()
+    for step in range(start + 1, run.steps + 1):
         total, terms = 0.0, {}
-        for _ in range(cfg.accumulation):
+        for micro in range(accumulation):
             images, labels = next(batches)
             images = images.to(device, non_blocking=True).float().div_(255)
             labels = labels.to(device, non_blocking=True).long()
-            with autocast(precision, device):
-                output = forward(images)
-            loss, micro_terms = criterion(output, labels)
-            loss = loss / cfg.accumulation
-            scaler.scale(loss).backward()
+            syncs = micro == accumulation - 1 or not procs.distributed
+            with contextlib.nullcontext() if syncs else parallel.no_sync():
+                with autocast(precision, device):
+                    output = forward(images)
+                loss, micro_terms = criterion(output, labels)
+                loss = loss / accumulation
+                scaler.scale(loss).backward()
             total += loss.item()
             for name, value in micro_terms.items():
-                terms[name] = terms.get(name, 0.0) + value / cfg.accumulation
-        if not np.isfinite(total):
-            raise NonFiniteLossError(f"{run.name}: loss is {total} at optimizer step {step}; stopping")
+                terms[name] = terms.get(name, 0.0) + value / accumulation
+        total = procs.mean(total)
+        if not math.isfinite(total):
+            log.close()
+            raise NonFiniteLossError(f"{run.name}: loss is {total} at optimizer step {step}; stopping "
+                                     f"({checkpointer.last_saved()})")
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
-        if live is not None and (step % cfg.log_every == 0 or step == run.steps):
-            live.step = step
-            live.log_metric("train/loss", total)
-            for name, value in terms.items():
-                live.log_metric(f"train/{name}", value)
-            for group in optimizer.param_groups:
-                live.log_metric(f"train/lr_{group['name']}", group["lr"])
+        if step % cfg.log_every == 0 or step == run.steps:
+            values = {"train/loss": total, **{f"train/{k}": procs.mean(v) for k, v in terms.items()}}
+            log.log(step, values | {f"train/lr_{g['name']}": g["lr"] for g in optimizer.param_groups})
+        if checkpointer.due(step, run.steps):
+            elapsed = seconds + time.perf_counter() - started
+            checkpointer.save(step, model, optimizer, schedule, scaler, {"seconds": elapsed, "history": log.history})
+    log.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return seconds + time.perf_counter() - started
 
 
 @torch.no_grad()
@@ -115,8 +146,10 @@ def evaluate(
 
 
 def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shards: Path, eval_shards: Path,
-             weights: Path, live_dir: Path | None) -> FinetuneResult:
-    device = default_device()
+             weights: Path, live_dir: Path | None, checkpointer: Checkpointer,
+             procs: Processes = Processes()) -> FinetuneResult | None:
+    """Train, then (main process only) evaluate; the other processes return None."""
+    device = procs.device()
     seed_everything(run.seed)
     spec, eval_spec = get_spec(run.setup.dataset), get_spec(run.setup.eval_dataset)
     model = build_segmenter(
@@ -132,15 +165,10 @@ def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shar
     ).to(device)
     model.encoder.set_frozen(run.setup.freeze_encoder)
     criterion = build_criterion(run.setup.decoder, spec.num_classes, spec.ignore_index, mask2former, device)
-    loader = train_loader(shard_paths(train_shards, "train"), run.crop, cfg, run.seed, device)
-
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if live_dir else None
-    try:
-        train_seconds = train(model, loader, run, cfg, criterion, device, live)
-    finally:
-        if live is not None:
-            live.end()
-
+    train_seconds = train(model, shard_paths(train_shards, "train"), run, cfg, criterion, device, live_dir,
+                          checkpointer, procs)
+    if not procs.is_main:
+        return None
     eval_start = time.perf_counter()
     samples = load_split(eval_shards, "val")
     precision = resolve_precision(cfg.precision, device)

@@ -5,6 +5,8 @@ import contextlib
 
 import torch
 
+from pipeline.training.gpu_lease import single_process_device
+
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """`auto` means bf16 on CUDA and fp32 elsewhere (CPU autocast is slower than fp32 for these models)."""
@@ -28,4 +30,4 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return single_process_device()

@@ -1,7 +1,12 @@
 """SimZSS objective (paper §3.2-3.3, reference §3): CLIP loss on the global embeddings plus the
 concept-level loss on text concepts and the visual concepts they pool from the paired image's patches.
 
-Every function is a pure function of one batch, so a multi-GPU gather can wrap them later.
+Under torchrun each process holds a slice of the global batch. The losses gather the text side
+(with gradients) and the frozen image side from every process, so each process scores its own
+rows against the whole batch; the value a process returns, averaged over the processes (as the
+gradients are), is the loss of the global batch. Concept classes are built from the global
+batch, so a class present only on another process is a real negative, not the logit 0 of the
+authors' gather (reference §3).
 """
 from __future__ import annotations
 
@@ -11,15 +16,24 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from pipeline.training.distributed import Processes
+
 TARGETS = ("label", "argmax")
 QUERIES = ("prototype", "instance")
 
 
-def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE (paper eq. 6) on L2-normalised B x D features; logit_scale is exp(parameter)."""
-    logits = logit_scale * image @ text.T
-    labels = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
+              procs: Processes = Processes()) -> torch.Tensor:
+    """Symmetric InfoNCE (paper eq. 6) on L2-normalised B x D features; logit_scale is exp(parameter).
+
+    This process's rows against every process's columns (open_clip's local loss with the gather
+    keeping gradients); processes hold equal batches, so the mean over them is the global loss.
+    """
+    all_image, offset = procs.rows(image, grad=False)
+    all_text, _ = procs.rows(text, grad=True)
+    labels = torch.arange(offset, offset + len(image), device=image.device)
+    return (F.cross_entropy(logit_scale * image @ all_text.T, labels)
+            + F.cross_entropy(logit_scale * text @ all_image.T, labels)) / 2
 
 
 class ConceptEmbeddings(NamedTuple):
@@ -65,12 +79,12 @@ def similarity_pool(patches: torch.Tensor, queries: torch.Tensor, owner: torch.T
 class ConceptLossOut:
     loss: torch.Tensor
     accuracy: torch.Tensor  # share of occurrences whose logits' argmax is their own class; 0 when count is 0
-    count: int              # number of concept occurrences
+    count: int              # number of concept occurrences in the global batch
 
 
 def concept_loss(patches: torch.Tensor, token_emb: torch.Tensor, concept_ids: torch.Tensor, spans: torch.Tensor,
                  temperature: float = 0.1, scale: float = 1 / 0.07, target: str = "label",
-                 query: str = "prototype") -> ConceptLossOut:
+                 query: str = "prototype", procs: Processes = Processes()) -> ConceptLossOut:
     """Concept-level consistency (paper eqs. 3, 4, 7-9; reference §3).
 
     patches: B x N x D L2-normalised patch tokens of each caption's image; token_emb, concept_ids and
@@ -83,22 +97,29 @@ def concept_loss(patches: torch.Tensor, token_emb: torch.Tensor, concept_ids: to
     Summing rather than averaging span tokens changes nothing for an instance query (normalised),
     but inside a prototype it weights an occurrence spanning more tokens more than a shorter one of
     the same class. A batch without occurrences gives a zero loss still attached to the graph.
+
+    Across processes, W comes from the occurrences of the global batch and each process pools and
+    scores its own; loss and accuracy are this process's sums over the global count x processes.
     """
     if target not in TARGETS or query not in QUERIES:
         raise ValueError(f"concept_loss: target must be one of {TARGETS} and query one of {QUERIES}, "
                          f"got target={target!r}, query={query!r}")
     emb, owner, slot, label = concept_embeddings(token_emb, concept_ids, spans)
-    if len(emb) == 0:
+    all_emb, offset = procs.rows(emb, grad=True)
+    all_label, _ = procs.rows(label, grad=False)
+    if len(all_emb) == 0:
         return ConceptLossOut(emb.sum(), emb.new_zeros(()), 0)
-    classes, class_index = torch.unique(label, return_inverse=True)
-    prototypes = F.normalize(emb.new_zeros(len(classes), emb.shape[1]).index_add_(0, class_index, emb), dim=-1)
+    classes, all_index = torch.unique(all_label, return_inverse=True)
+    prototypes = F.normalize(emb.new_zeros(len(classes), emb.shape[1]).index_add_(0, all_index, all_emb), dim=-1)
+    class_index = all_index[offset:offset + len(emb)]
     queries = prototypes[class_index] if query == "prototype" else F.normalize(emb, dim=-1)
     visual = similarity_pool(patches, queries, owner, slot, concept_ids.shape[1], temperature)
     logits = scale * visual @ prototypes.T
     predicted = logits.argmax(dim=1)
-    loss = F.cross_entropy(logits, class_index if target == "label" else predicted)
-    accuracy = (predicted == class_index).float().mean().detach()
-    return ConceptLossOut(loss, accuracy, len(emb))
+    share = procs.world_size / len(all_emb)
+    loss = F.cross_entropy(logits, class_index if target == "label" else predicted, reduction="sum") * share
+    accuracy = (predicted == class_index).sum().detach() * share
+    return ConceptLossOut(loss, accuracy, len(all_emb))
 
 
 @dataclass(frozen=True)
@@ -113,16 +134,18 @@ class SimZSSLossOut:
 def simzss_loss(image_global: torch.Tensor, patches: torch.Tensor, text_global: torch.Tensor,
                 token_emb: torch.Tensor, concept_ids: torch.Tensor, spans: torch.Tensor,
                 logit_scale: torch.Tensor, concept_weight: float = 0.05, temperature: float = 0.1,
-                scale: float = 1 / 0.07, target: str = "label", query: str = "prototype") -> SimZSSLossOut:
+                scale: float = 1 / 0.07, target: str = "label", query: str = "prototype",
+                procs: Processes = Processes()) -> SimZSSLossOut:
     """total = clip + concept_weight * concept (paper eq. 10).
 
     image_global (B x D) and patches (B x N x D) must already be L2-normalised (the frozen vision
     side does it); text_global and token_emb are TextTower's raw outputs, normalised here.
     logit_scale is exp(AlignedText.logit_scale). concept_weight 0 is LiT: the concept term is skipped.
+    `procs`: the processes holding the rest of the global batch (see the module docstring).
     """
-    clip = clip_loss(image_global, F.normalize(text_global, dim=-1), logit_scale)
+    clip = clip_loss(image_global, F.normalize(text_global, dim=-1), logit_scale, procs)
     if concept_weight == 0:
         zero = clip.new_zeros(())
         return SimZSSLossOut(clip, clip, zero, zero, 0)
-    concept = concept_loss(patches, token_emb, concept_ids, spans, temperature, scale, target, query)
+    concept = concept_loss(patches, token_emb, concept_ids, spans, temperature, scale, target, query, procs)
     return SimZSSLossOut(clip + concept_weight * concept.loss, clip, concept.loss, concept.accuracy, concept.count)
