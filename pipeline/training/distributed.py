@@ -53,14 +53,6 @@ class Processes:
         dist.all_gather_object(out, obj)
         return out
 
-    def broadcast_object(self, obj):
-        """The main process's `obj` on every process."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
