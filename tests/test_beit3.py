@@ -10,12 +10,17 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from pipeline.networks.beit3 import SUB_LN_KWARGS, convert_beit3_checkpoint, convert_beit3_state_dict
+from pipeline.networks.beit3 import (
+    SUB_LN_KWARGS, build_beit3_model, convert_beit3_checkpoint, convert_beit3_state_dict,
+)
+from pipeline.networks.encoder import Encoder
 from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict
 from pipeline.tools import convert_beit3 as cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"embed_dim": 64, "depth": 1, "num_heads": 4, "img_size": 32}  # on top of vit_base_patch16_224
+# The authors' model: timm blocks (norm1, norm2, final norm: eps 1e-6) with sub-LNs built as nn.LayerNorm (1e-5).
+BLOCK_LN_EPS, SUB_LN_EPS = 1e-6, 1e-5
 
 
 def official_state_dict(dim: int, depth: int, img_size: int, patch: int = 16, seed: int = 0):
@@ -77,7 +82,7 @@ def official_state_dict(dim: int, depth: int, img_size: int, patch: int = 16, se
 
 
 def tiny_model():
-    return timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, **SUB_LN_KWARGS, **TINY).eval()
+    return build_beit3_model("vit_base_patch16_224", **TINY).eval()
 
 
 def assert_state_equal(actual: dict, expected: dict):
@@ -106,13 +111,15 @@ def test_official_vit_b_checkpoint_converts_and_loads_strictly(tmp_path):
     assert sorted(p.name for p in dst.parent.iterdir()) == ["beit3_base.safetensors"]
 
 
-def torchscale_block(src: dict, x: torch.Tensor, num_heads: int, eps: float) -> torch.Tensor:
-    """One BEiT-3 (torchscale multiway, vision expert) encoder layer, written out from the original keys."""
+def torchscale_block(src: dict, x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """One BEiT-3 (torchscale multiway, vision expert) encoder layer, written out from the original keys, with
+    the authors' LayerNorm eps (their sub-LNs are nn.LayerNorm, their other norms timm's)."""
 
     def w(name):
         return src[f"beit3.encoder.layers.0.{name}.weight"], src[f"beit3.encoder.layers.0.{name}.bias"]
 
     def ln(h, name):
+        eps = SUB_LN_EPS if name in ("self_attn.inner_attn_ln.A", "ffn.A.ffn_layernorm") else BLOCK_LN_EPS
         return F.layer_norm(h, h.shape[-1:], *w(name), eps=eps)
 
     def split(t):  # B N D -> B H N dh
@@ -139,11 +146,7 @@ def converted_block_output(src: dict, x: torch.Tensor) -> torch.Tensor:
 def test_converted_block_matches_torchscale_layer_and_qkv_order_matters():
     src, _ = official_state_dict(dim=64, depth=1, img_size=32, seed=1)
     x = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(2))
-    model = tiny_model()
-    eps = model.blocks[0].norm1.eps
-    assert eps == model.blocks[0].attn.norm.eps == model.blocks[0].mlp.norm.eps == model.blocks[0].norm2.eps
-
-    expected = torchscale_block(src, x, num_heads=TINY["num_heads"], eps=eps)
+    expected = torchscale_block(src, x, num_heads=TINY["num_heads"])
     torch.testing.assert_close(converted_block_output(src, x), expected, rtol=1e-5, atol=1e-5)
 
     swapped = dict(src)
@@ -152,6 +155,15 @@ def test_converted_block_matches_torchscale_layer_and_qkv_order_matters():
         swapped[q], swapped[k] = src[k], src[q]
     difference = (converted_block_output(swapped, x) - expected).abs().max()
     assert difference > 1e-2, "swapping q and k in the source must change the block output"
+
+
+def test_encoder_from_params_gives_sub_lns_the_authors_eps_and_other_norms_timms():
+    encoder = Encoder("vit_base_patch16_224", img_size=32, patch_size=16, timm_kwargs={**SUB_LN_KWARGS, **TINY})
+    block = encoder.model.blocks[0]
+    assert (block.attn.norm.eps, block.mlp.norm.eps) == (SUB_LN_EPS, SUB_LN_EPS)
+    assert (block.norm1.eps, block.norm2.eps, encoder.model.norm.eps) == (BLOCK_LN_EPS,) * 3
+    plain = Encoder("vit_base_patch16_224", img_size=32, patch_size=16, timm_kwargs=TINY).model.blocks[0]
+    assert isinstance(plain.attn.norm, torch.nn.Identity) and isinstance(plain.mlp.norm, torch.nn.Identity)
 
 
 def test_authors_pth_timm_layout_converts_to_target_keys(tmp_path):

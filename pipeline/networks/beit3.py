@@ -3,7 +3,9 @@
 The benchmark runs BEiT-3 as a timm ``vit_{base,large}_patch16_224`` built with
 ``num_classes=0`` and :data:`SUB_LN_KWARGS`, which gives every block BEiT-3's
 sub-LN: ``attn.norm`` (LayerNorm before the attention output projection) and
-``mlp.norm`` (LayerNorm after GELU, before ``fc2``).
+``mlp.norm`` (LayerNorm after GELU, before ``fc2``). timm builds both with its
+blocks' eps 1e-6; :func:`set_sub_ln_eps` gives them the authors' 1e-5 (they are
+``nn.LayerNorm`` defaults in the authors' code, and torchscale's eps).
 
 Two source layouts are accepted, detected from the keys:
 
@@ -32,6 +34,7 @@ from pipeline.networks.weights import (
 )
 
 SUB_LN_KWARGS = {"scale_attn_norm": True, "scale_mlp_norm": True}
+SUB_LN_EPS = 1e-5
 TIMM_NAMES = {"base": "vit_base_patch16_224", "large": "vit_large_patch16_224"}
 OFFICIAL_PREFIX = "beit3."
 POS_TABLE = "encoder.embed_positions.A.weight"
@@ -178,7 +181,21 @@ def build_beit3_model(timm_name: str, **model_kwargs) -> torch.nn.Module:
     """The benchmark's BEiT-3 encoder, randomly initialised: timm `timm_name` with sub-LN and no head."""
     if not timm.is_model(timm_name):
         raise PipelineError(f"unknown timm model {timm_name!r}; expected e.g. {', '.join(TIMM_NAMES.values())}")
-    return timm.create_model(timm_name, pretrained=False, num_classes=0, **SUB_LN_KWARGS, **model_kwargs)
+    return set_sub_ln_eps(timm.create_model(timm_name, pretrained=False, num_classes=0, **SUB_LN_KWARGS,
+                                            **model_kwargs))
+
+
+def uses_sub_ln(timm_kwargs: dict) -> bool:
+    return any(timm_kwargs.get(key) for key in SUB_LN_KWARGS)
+
+
+def set_sub_ln_eps(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every block's sub-LNs (``attn.norm``, ``mlp.norm``) eps :data:`SUB_LN_EPS`; norm1/norm2 keep timm's."""
+    for block in model.blocks:
+        for norm in (block.attn.norm, block.mlp.norm):
+            if isinstance(norm, torch.nn.LayerNorm):
+                norm.eps = SUB_LN_EPS
+    return model
 
 
 def convert_beit3_checkpoint(

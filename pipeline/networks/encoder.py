@@ -19,6 +19,7 @@ from timm.models import get_pretrained_cfg
 from timm.models._input import update_model_input_size
 from torch import nn
 
+from pipeline.networks.beit3 import set_sub_ln_eps, uses_sub_ln
 from pipeline.networks.families import FAMILY_HOOKS
 from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict
 
@@ -104,9 +105,10 @@ class Encoder(nn.Module):
 
 
 def create_native_model(timm_name: str, pretrained: bool, timm_kwargs: dict) -> nn.Module:
-    """timm model without classifier at its native size; a failed download says how to work offline."""
+    """timm model without classifier at its native size (BEiT-3's sub-LNs at their eps); a failed download
+    says how to work offline."""
     try:
-        return timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **timm_kwargs)
+        model = timm.create_model(timm_name, pretrained=pretrained, num_classes=0, **timm_kwargs)
     except OSError as err:
         if not pretrained:
             raise
@@ -119,6 +121,7 @@ def create_native_model(timm_name: str, pretrained: bool, timm_kwargs: dict) -> 
             f"`pretraining: file` and `<size>.checkpoint: <path>` in model_cfg (timm-native shapes, loaded "
             f"strictly). A filled Hugging Face cache (HF_HOME) with HF_HUB_OFFLINE=1 works too."
         ) from err
+    return set_sub_ln_eps(model) if uses_sub_ln(timm_kwargs) else model
 
 
 def _weights_source(timm_name: str) -> str:
