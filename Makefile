@@ -20,10 +20,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# validate first: DVC fails on its own, without naming the typo, when a key dvc.yaml interpolates is missing.
 repro: $(STAMP)
+	$(BIN)/python -m pipeline.stages.validate
 	$(BIN)/dvc repro
 	@echo
-	@echo "Results: metrics/ranking.json (tau, time ratio per setting), metrics/finetune/*.json (per run),"
+	@echo "Results: plots/report.md (the page), metrics/ranking.json (tau, time ratio per setting), metrics/finetune/*.json (per run),"
 	@echo "         plots/figures/*.png (Figure 1 tau bars, per-setting scatter); 'dvc metrics show', 'dvc plots show'."
 
 test: $(STAMP)

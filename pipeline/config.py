@@ -7,6 +7,7 @@ one (model, setting, seed) into everything a fine-tuning run needs.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -26,11 +27,13 @@ TOY_PRETRAININGS = ("random", "supervised", "mim")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 TAU_VARIANTS = ("b", "c")
 CONCEPT_BACKENDS = ("bank_match", "noun_chunks")
+CONCEPT_BANKS = ("authors", "benchmarks")  # pipeline.datasets.concept_bank.BANKS
 ALIGN_NORMALIZATIONS = ("clip", "timm", "imagenet")
 CONCEPT_TARGETS = ("label", "argmax")
 CONCEPT_QUERIES = ("prototype", "instance")
 FEATURE_CACHES = ("none", "memory", "disk")
 GLOBAL_TOKENS = ("cls", "patch_mean")
+ZEROSHOT_RESIZES = ("mmseg", "antialias")  # pipeline.evaluation.zeroshot.RESIZES
 ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
 
 
@@ -136,6 +139,8 @@ class FinetuneCfg:
     compile: bool
     workers: int
     log_every: int
+    val_every: int       # optimizer steps between validations on the evaluation split (0 = none)
+    preview_images: int  # validation images (the first in key order) in each run's predictions figure
 
     def accumulation(self, world_size: int = 1) -> int:
         return accumulation("finetune", self.batch_size, self.micro_batch_size, world_size)
@@ -173,6 +178,7 @@ class Mask2FormerCfg:
 class ConceptsCfg:
     """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1)."""
 
+    bank: str
     backend: str
     spacy_model: str
     split: str
@@ -263,6 +269,8 @@ class MethodCfg:
 class ZeroshotCfg:
     benchmarks: tuple[str, ...]
     short_side: int
+    resize: str      # mmseg: TCL's mmcv imrescale (bilinear, no antialias, long side <= long_side) | antialias
+    long_side: int   # cap on the resized long side under `resize: mmseg`
     window: int
     stride: int
     background_threshold: dict[str, float]
@@ -275,6 +283,9 @@ class ZeroshotCfg:
 class RankCfg:
     base_setting: str
     tau_variant: str
+    resamples: int       # bootstrap resamples of the validation images and seeds (pipeline.analysis.bootstrap)
+    confidence: float    # level of the percentile intervals
+    bootstrap_seed: int
 
 
 @dataclass(frozen=True)
@@ -304,6 +315,7 @@ class Params:
     datasets: tuple[str, ...]
     downloads: tuple[str, ...]
     sizes: tuple[str, ...]
+    encoders: tuple[str, ...]  # model_cfg ids pretrain@<id>-<size> makes ready: every model and every tower
     model_cfg: dict[str, ModelCfg]
     setting_cfg: dict[str, dict]
     data_root: str
@@ -329,7 +341,8 @@ class Params:
         return replace(self.setup, **self.setting_cfg[setting])
 
     def variant(self, model: str, size: str) -> Variant:
-        _check_choice("model", model, self.models)
+        """The `size` variant of an encoder (an id of `encoders`: a benchmark model or a SimZSS tower)."""
+        _check_choice("model (an id of encoders)", model, self.encoders)
         _check_choice("size", size, self.sizes)
         return self.model_cfg[model].variants[size]
 
@@ -358,8 +371,8 @@ class Params:
 
 
 TOP_LEVEL = SETUP_KEYS + (
-    "models", "settings", "seeds", "datasets", "downloads", "sizes", "model_cfg", "setting_cfg", "data_root",
-    "data_cfg", "decoder_cfg", "generate", "download", "prepare", "pretrain", "finetune", "rank",
+    "models", "settings", "seeds", "datasets", "downloads", "sizes", "encoders", "model_cfg", "setting_cfg",
+    "data_root", "data_cfg", "decoder_cfg", "generate", "download", "prepare", "pretrain", "finetune", "rank",
     "towers", "methods", "method_cfg", "concepts", "text_tower", "align", "zeroshot", "checkpoint",
 )
 
@@ -380,7 +393,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 def parse_params(raw: dict) -> Params:
     unknown = sorted(set(raw) - set(TOP_LEVEL))
     if unknown:
-        raise ConfigError(f"unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL)}")
+        raise ConfigError(f"unknown top-level key(s) {unknown}{did_you_mean(unknown, TOP_LEVEL)}; "
+                          f"allowed: {list(TOP_LEVEL)}")
     setup = _parse_setup(raw, "")
     datasets = _id_list(raw, "datasets", allowed=tuple(SPECS))
     sizes = _id_list(raw, "sizes", allowed=SIZES)
@@ -396,18 +410,19 @@ def parse_params(raw: dict) -> Params:
     }
     params = Params(
         setup=setup,
-        models=_id_list(raw, "models", allowed=tuple(model_cfg)),
-        settings=_id_list(raw, "settings", allowed=tuple(setting_cfg)),
+        models=_id_list(raw, "models", allowed=tuple(model_cfg), per_id="model_cfg"),
+        settings=_id_list(raw, "settings", allowed=tuple(setting_cfg), per_id="setting_cfg"),
         seeds=tuple(_get(raw, f"seeds[{i}]", int, value=s) for i, s in enumerate(_get(raw, "seeds", list))),
         datasets=datasets,
         downloads=_id_list(raw, "downloads", allowed=tuple(SOURCES)),
         sizes=sizes,
+        encoders=_id_list(raw, "encoders", allowed=tuple(model_cfg), per_id="model_cfg"),
         model_cfg=model_cfg,
         setting_cfg=setting_cfg,
         data_root=_get(raw, "data_root", str),
         data_cfg=data_cfg,
         mask2former=_parse_mask2former(raw),
-        generate=_get(raw, "generate", dict),
+        generate=_parse_generate(raw),
         download=_parse_download(raw),
         prepare=_parse_section(PrepareCfg, raw, "prepare"),
         pretrain=_parse_section(PretrainCfg, raw, "pretrain"),
@@ -425,8 +440,15 @@ def _validate(p: Params) -> None:
         raise ConfigError("models, settings and seeds must each list at least one entry")
     _check_choice("rank.base_setting", p.rank.base_setting, p.settings)
     _check_choice("rank.tau_variant", p.rank.tau_variant, TAU_VARIANTS)
+    if not 0 < p.rank.confidence < 1:
+        raise ConfigError(f"rank.confidence must be in (0, 1), got {p.rank.confidence}")
     _check_choice("pretrain.dataset", p.pretrain.dataset, p.datasets)
-    for model in p.models:
+    for key, ids in (("models", p.models), ("towers", p.towers)):
+        for i, name in enumerate(ids):
+            if name not in p.encoders:
+                raise ConfigError(f"{key}[{i}]: {name!r} is missing from encoders {list(p.encoders)}, the ids whose "
+                                  "weights pretrain@<id>-<size> makes ready; add it there")
+    for model in p.encoders:
         missing = [s for s in p.sizes if s not in p.model_cfg[model].variants]
         if missing:
             raise ConfigError(f"model_cfg.{model}: no variant for size(s) {missing} listed in sizes")
@@ -440,7 +462,7 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"finetune.scale_range must be [low, high] with 0 < low <= high, got {list(f.scale_range)}")
     if not 0 < p.pretrain.mask_ratio < 1:
         raise ConfigError(f"pretrain.mask_ratio must be in (0, 1), got {p.pretrain.mask_ratio}")
-    for name in p.models:
+    for name in p.encoders:
         if p.model_cfg[name].pretraining == "supervised":
             for size in p.sizes:
                 variant = p.model_cfg[name].variants[size]
@@ -449,8 +471,6 @@ def _validate(p: Params) -> None:
 
 
 def _validate_simzss(p: Params) -> None:
-    for i, tower in enumerate(p.towers):
-        _check_choice(f"towers[{i}] (align@ uses the pretrain@ weights of a model)", tower, p.models)
     _check_choice("align.size", p.align.size, p.sizes)
     for name in p.zeroshot.benchmarks:
         base = get_view(name).base if name in VIEWS else name
@@ -534,9 +554,8 @@ def _parse_setting_cfg(raw: dict) -> dict[str, dict]:
             raise ConfigError(f"setting_cfg.{name}: expected a mapping of overrides, got {overrides!r}")
         for key, value in overrides.items():
             if key not in SETUP_KEYS:
-                raise ConfigError(
-                    f"setting_cfg.{name}.{key}: a setting can only override base setup keys {list(SETUP_KEYS)}"
-                )
+                raise ConfigError(f"setting_cfg.{name}.{key}: a setting can only override base setup keys "
+                                  f"{list(SETUP_KEYS)}{did_you_mean([key], SETUP_KEYS)}")
             _get(overrides, key, {"str": str, "int": int, "bool": bool}[types[key]], label=f"setting_cfg.{name}.{key}")
         out[name] = dict(overrides)
     return out
@@ -554,7 +573,8 @@ def _parse_model(raw: dict, key: str) -> ModelCfg:
         allowed = [f.name for f in fields(Variant)]
         unknown = sorted(set(v) - set(allowed))
         if unknown:
-            raise ConfigError(f"{key}.{size}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+            raise ConfigError(f"{key}.{size}: unknown key(s) {unknown}{did_you_mean(unknown, allowed)}; "
+                              f"allowed: {', '.join(allowed)}")
         variant = Variant(
             timm_name=_get(v, "timm_name", str, label=f"{key}.{size}.timm_name"),
             timm_kwargs=dict(_optional(v, "timm_kwargs", dict, f"{key}.{size}") or {}),
@@ -569,7 +589,8 @@ def _parse_model(raw: dict, key: str) -> ModelCfg:
         variants[size] = variant
     extra = sorted(set(raw) - {"pretraining", "compile", *SIZES})
     if extra:
-        raise ConfigError(f"{key}: unknown key(s) {extra}; allowed: pretraining, compile, {', '.join(SIZES)}")
+        allowed = ("pretraining", "compile", *SIZES)
+        raise ConfigError(f"{key}: unknown key(s) {extra}{did_you_mean(extra, allowed)}; allowed: {', '.join(allowed)}")
     compile_ok = _optional(raw, "compile", bool, key)
     return ModelCfg(pretraining, variants, True if compile_ok is None else compile_ok)
 
@@ -604,12 +625,24 @@ def _parse_mask2former(raw: dict) -> Mask2FormerCfg:
     return cfg
 
 
+def _parse_generate(raw: dict) -> dict:
+    """The miniature generator's `seed` and `counts` (per dataset and split; the generator checks the splits)."""
+    section = _get(raw, "generate", dict)
+    unknown = sorted(set(section) - {"seed", "counts"})
+    if unknown:
+        raise ConfigError(f"generate: unknown key(s) {unknown}{did_you_mean(unknown, ('seed', 'counts'))}; "
+                          "allowed: ['seed', 'counts']")
+    _get(section, "seed", int, label="generate.seed")
+    _get(section, "counts", dict, label="generate.counts")
+    return section
+
+
 def _parse_download(raw: dict) -> DownloadCfg:
     section = _get(raw, "download", dict)
     allowed = [f.name for f in fields(DownloadCfg)]
     unknown = sorted(set(section) - set(allowed))
     if unknown:
-        raise ConfigError(f"download: unknown key(s) {unknown}; allowed: {allowed}")
+        raise ConfigError(f"download: unknown key(s) {unknown}{did_you_mean(unknown, allowed)}; allowed: {allowed}")
     mirrors = _optional(section, "mirrors", dict, "download") or {}
     for name, url in mirrors.items():
         url = _get(mirrors, name, str, label=f"download.mirrors.{name}")
@@ -631,6 +664,9 @@ def _parse_download(raw: dict) -> DownloadCfg:
 def _parse_finetune(raw: dict) -> FinetuneCfg:
     cfg = _parse_section(FinetuneCfg, raw, "finetune")
     _check_choice("finetune.precision", cfg.precision, PRECISIONS)
+    for key in ("val_every", "preview_images"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"finetune.{key} must be >= 0 (0 = none), got {getattr(cfg, key)}")
     return cfg
 
 
@@ -650,6 +686,7 @@ def _parse_simzss(raw: dict, model_cfg: dict) -> dict:
         if method_cfg[name].concept_weight < 0:
             raise ConfigError(f"method_cfg.{name}.concept_weight must be >= 0, got {method_cfg[name].concept_weight}")
     concepts = _parse_section(ConceptsCfg, raw, "concepts")
+    _check_choice("concepts.bank", concepts.bank, CONCEPT_BANKS)
     _check_choice("concepts.backend", concepts.backend, CONCEPT_BACKENDS)
     _check_choice("concepts.split", concepts.split, ("train", "val"))
     align = _parse_section(AlignCfg, raw, "align")
@@ -666,8 +703,8 @@ def _parse_simzss(raw: dict, model_cfg: dict) -> dict:
     if not 0 < align.crop_scale[0] <= align.crop_scale[1] <= 1:
         raise ConfigError(f"align.crop_scale must be [low, high] with 0 < low <= high <= 1, got {list(align.crop_scale)}")
     return {
-        "towers": _id_list(raw, "towers", allowed=tuple(model_cfg)),
-        "methods": _id_list(raw, "methods", allowed=tuple(method_cfg)),
+        "towers": _id_list(raw, "towers", allowed=tuple(model_cfg), per_id="model_cfg"),
+        "methods": _id_list(raw, "methods", allowed=tuple(method_cfg), per_id="method_cfg"),
         "method_cfg": method_cfg,
         "concepts": concepts,
         "text_tower": _parse_section(TextCfg, raw, "text_tower"),
@@ -683,6 +720,10 @@ def _parse_zeroshot(raw: dict) -> ZeroshotCfg:
     if cfg.stride > cfg.window:
         raise ConfigError(f"zeroshot.stride ({cfg.stride}) must not exceed zeroshot.window ({cfg.window})")
     _check_choice("zeroshot.precision", cfg.precision, PRECISIONS)
+    _check_choice("zeroshot.resize", cfg.resize, ZEROSHOT_RESIZES)
+    if cfg.long_side < cfg.short_side:
+        raise ConfigError(f"zeroshot.long_side ({cfg.long_side}) must be at least "
+                          f"zeroshot.short_side ({cfg.short_side})")
     for name in cfg.benchmarks:
         if benchmark_classes(name)[0] == "background" and name not in cfg.background_threshold:
             raise ConfigError(f"zeroshot.background_threshold.{name}: missing; benchmark {name!r} has a background "
@@ -717,7 +758,8 @@ def _parse_section(cls, raw: dict, name: str, label: str | None = None):
     expected = {f.name: f.type for f in fields(cls)}
     unknown = sorted(set(section) - set(expected))
     if unknown:
-        raise ConfigError(f"{name}: unknown key(s) {unknown}; allowed: {list(expected)}")
+        raise ConfigError(f"{name}: unknown key(s) {unknown}{did_you_mean(unknown, expected)}; "
+                          f"allowed: {list(expected)}")
     values = {key: _parse_value(section, key, type_name, f"{name}.{key}") for key, type_name in expected.items()}
     for key in _POSITIVE & set(values):
         if values[key] <= 0:
@@ -730,6 +772,7 @@ _POSITIVE = {
     "num_queries", "num_blocks", "num_heads", "ffn_dim", "num_points", "image_size", "max_concepts",
     "max_concept_tokens", "width", "layers", "heads", "context_length", "samples_per_epoch", "epochs", "eps",
     "logit_scale_init", "logit_scale_max", "concept_temperature", "concept_scale", "short_side", "window", "stride",
+    "long_side", "resamples",
 }
 
 
@@ -752,10 +795,14 @@ def _get(raw: dict, key: str, kind: type, *, label: str | None = None, value: An
     return value
 
 
-def _id_list(raw: dict, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+def _id_list(raw: dict, key: str, allowed: tuple[str, ...], per_id: str | None = None) -> tuple[str, ...]:
+    """The ids listed under `key`; with `per_id`, the map whose keys they must be (a new id needs its entry)."""
     items = _get(raw, key, list)
     for i, item in enumerate(items):
         _get(raw, f"{key}[{i}]", str, value=item)
+        if per_id and item not in allowed:
+            raise ConfigError(f"{key}[{i}]: unknown value {item!r}{did_you_mean([item], allowed)}; allowed: "
+                              f"{list(allowed)}, the ids of {per_id} (a new id needs its {per_id}.{item} entry)")
         _check_choice(f"{key}[{i}]", item, allowed)
     if len(set(items)) != len(items):
         raise ConfigError(f"{key}: duplicate entries in {items}")
@@ -769,4 +816,14 @@ def _check_id(key: str, name: str) -> None:
 
 def _check_choice(key: str, value: Any, allowed) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r}; allowed: {list(allowed)}")
+        raise ConfigError(f"{key}: unknown value {value!r}{did_you_mean([value], allowed)}; "
+                          f"allowed: {list(allowed)}")
+
+
+def did_you_mean(names, allowed) -> str:
+    """` (did you mean 'decoder'?)`: the closest allowed name to each unknown one that has a close one, or ''."""
+    pairs = [(name, match[0]) for name in names
+             if (match := difflib.get_close_matches(str(name), [str(a) for a in allowed], n=1))]
+    if len(pairs) == 1 and len(names) == 1:
+        return f" (did you mean {pairs[0][1]!r}?)"
+    return f" (did you mean {', '.join(f'{m!r} for {n!r}' for n, m in pairs)}?)" if pairs else ""

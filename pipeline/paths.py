@@ -9,10 +9,16 @@ SHARDS = Path("data/shards")
 PRETRAIN = Path("models/pretrain")
 FINETUNE = Path("models/finetune")
 FINETUNE_METRICS = Path("metrics/finetune")
+FINETUNE_COUNTS = Path("per_image/finetune")
 TRAIN_PLOTS = Path("plots/train")
 RANKING = Path("metrics/ranking.json")
+RANK_FLIPS = Path("plots/rank_flips.json")
 PLOTS = Path("plots")
 FIGURES = Path("plots/figures")
+PREVIEWS = Path("per_image/previews")      # finetune@: confusion matrix and preview images of each run
+RUN_FIGURES = Path("plots/runs")           # figures: per run, its predictions strip (DVC-cached)
+CLASS_FIGURES = Path("plots/per_class")    # figures: per-class IoU bars and confusion matrices (base setting)
+REPORT = Path("plots/report.md")           # report: the study's results as one markdown page
 
 
 def raw_dataset(data_root: str, dataset: str) -> Path:
@@ -35,6 +41,16 @@ def finetune_metrics(run_name: str) -> Path:
     return FINETUNE_METRICS / f"{run_name}.json"
 
 
+def finetune_counts(run_name: str) -> Path:
+    """Per-image intersection and union counts of the run's evaluation (`pipeline.evaluation.image_counts`)."""
+    return FINETUNE_COUNTS / f"{run_name}.npz"
+
+
+def finetune_previews(run_name: str) -> Path:
+    """The run's confusion matrix and preview images (`pipeline.evaluation.previews`)."""
+    return PREVIEWS / f"{run_name}.npz"
+
+
 def train_plots(run_name: str) -> Path:
     return TRAIN_PLOTS / run_name
 
@@ -45,6 +61,7 @@ ALIGN = Path("models/align")
 ALIGN_METRICS = Path("metrics/align")
 ALIGN_PLOTS = Path("plots/align")
 ZEROSHOT_METRICS = Path("metrics/zeroshot")
+ZEROSHOT_COUNTS = Path("per_image/zeroshot")
 
 
 def align_name(tower: str, method: str) -> str:
@@ -65,3 +82,7 @@ def align_plots(tower: str, method: str) -> Path:
 
 def zeroshot_metrics(tower: str, method: str) -> Path:
     return ZEROSHOT_METRICS / f"{align_name(tower, method)}.json"
+
+
+def zeroshot_counts(tower: str, method: str) -> Path:
+    return ZEROSHOT_COUNTS / f"{align_name(tower, method)}.npz"

@@ -34,6 +34,9 @@ def dvc_repo(root: Path, params_text: str) -> dict:
                DVC_GLOBAL_CONFIG_DIR=str(root / ".dvc_global"), no_proxy="127.0.0.1",
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    for cmd in (["git", "init", "-q"], DVC + ["init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "study"]):
+    for cmd in (["git", "init", "-q"], DVC + ["init", "-q"]):
+        run(cmd, root, env)
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the project's cache type and settings
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "study"]):
         run(cmd, root, env)
     return env

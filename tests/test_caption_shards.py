@@ -152,3 +152,17 @@ def test_read_manifest_errors(tmp_path):
     (tmp_path / "manifest.json").write_text('{"split": {}}')
     with pytest.raises(DataError, match="corrupt manifest"):
         read_manifest(tmp_path)
+
+
+def test_a_damaged_shard_is_refused_naming_the_stage_that_rewrites_it(written, tmp_path):
+    root, _, _ = written
+    out = tmp_path / "out"
+    out.mkdir()
+    for path in (root / "out").iterdir():
+        (out / path.name).write_bytes(path.read_bytes())
+    shard = out / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x01")
+    with pytest.raises(DataError, match=rf"^{shard}: sha256 differs from the one {out / 'manifest.json'} recorded "
+                                        r"\(truncated or modified since concepts wrote it\); re-run: "
+                                        r"dvc repro -f -s concepts$"):
+        caption_shard_paths(out)

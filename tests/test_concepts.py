@@ -1,18 +1,29 @@
-"""Caption concepts: the bank, the two extraction backends on hand-annotated spaCy Docs and
-plain text, and their token positions through open_clip's BPE."""
+"""Caption concepts: the zero-shot prompt names, the concept banks, the two extraction backends
+on hand-annotated spaCy Docs and plain text, and their token positions through open_clip's BPE."""
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import open_clip
 import pytest
 import spacy
+import torch
+import yaml
 from spacy.tokens import Doc
 
+from pipeline.config import ConfigError, parse_params
 from pipeline.datasets.bpe_spans import clip_tokenizer, tokenize_caption
 from pipeline.datasets.caption_shards import encode_caption
-from pipeline.datasets.concept_bank import concept_bank, prompt_name
+from pipeline.datasets.concept_bank import (AUTHORS_BANK, concept_bank, load_bank, natural_name,
+                                            prompt_names, read_bank)
 from pipeline.datasets.concepts import (Concept, SpacyModelError, bank_match, concept_extractor,
                                         load_spacy, noun_chunks)
-from pipeline.datasets.specs import SPECS, VIEWS, benchmark_classes
+from pipeline.datasets.specs import (COCO_OBJECT_PROMPT_NAMES, PROMPT_NAMES, SPECS, VIEWS,
+                                     benchmark_classes)
 from pipeline.errors import PipelineError
+from pipeline.evaluation import zeroshot_suite
+from pipeline.stages import concepts as concepts_stage
+from tests.conftest import REPO
 
 VOCAB = spacy.blank("en").vocab
 
@@ -33,25 +44,142 @@ def _words(text: str, tokens: np.ndarray, positions) -> str:
     return "".join(decoder[int(tokens[p])] for p in positions).replace("</w>", " ").strip()
 
 
-# ---------------------------------------------------------------- concept bank
+# ---------------------------------------------------------------- prompt names and concept banks
+
+# Independent literals of the protocol's lists (wysoczanska/clip_dinoiser segmentation/datasets/
+# pascal_voc20.py, PascalVOCDataset20.CLASSES, and pascal_context.py, PascalContextDataset59.CLASSES).
+TCL_VOC20 = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa",
+    "train", "tvmonitor")
+TCL_CONTEXT59 = (
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle",
+    "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow",
+    "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food", "grass", "ground",
+    "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person", "plate",
+    "platform", "potted plant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky",
+    "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water",
+    "window", "wood")
+
 
 @pytest.mark.parametrize("name, words", [
     ("sky-other", "sky"), ("wall-brick", "wall brick"), ("traffic light", "traffic light"),
     ("desk-stuff", "desk"), ("tree-merged", "tree"), ("Potted_Plant", "potted plant")])
-def test_prompt_name(name, words):
-    assert prompt_name(name) == words
+def test_natural_name(name, words):
+    assert natural_name(name) == words
 
 
-def test_concept_bank_is_the_sorted_union_of_the_benchmarks_classes():
+def test_prompt_names_are_the_protocols_lists():
+    assert prompt_names("pascal_voc20") == TCL_VOC20
+    assert prompt_names("pascal_context59") == TCL_CONTEXT59
+    voc = prompt_names("pascal_voc")
+    assert voc == ("background", *TCL_VOC20)
+    assert (voc[11], voc[16], voc[20]) == ("dining table", "potted plant", "tvmonitor")
+    context = prompt_names("pascal_context")
+    assert context == ("background", *TCL_CONTEXT59) and context[40] == "potted plant"
+    # COCO-Stuff is sent as the dataset names it, suffixes included.
+    stuff = prompt_names("coco_stuff")
+    assert {"sky-other", "wall-brick", "desk-stuff", "playingfield", "airplane", "tv"} <= set(stuff)
+    assert "sky" not in stuff and stuff[4] == "airplane"
+    # COCO-Object says 'aeroplane' where COCO-Stuff says 'airplane'.
+    obj = prompt_names("coco_object")
+    assert obj[:6] == ("background", "person", "bicycle", "car", "motorcycle", "aeroplane")
+    assert obj[6:] == stuff[5:80]
+    assert prompt_names("ade20k")[7] == "bed" and len(prompt_names("ade20k")) == 150
+    assert prompt_names("cityscapes")[6:8] == ("traffic light", "traffic sign")
+    # Every benchmark has a table of its classes' length, background first where it has one.
+    assert set(PROMPT_NAMES) == set(SPECS) | set(VIEWS)
+    for benchmark in PROMPT_NAMES:
+        classes, names = benchmark_classes(benchmark), prompt_names(benchmark)
+        assert len(names) == len(classes) and (names[0] == "background") == (classes[0] == "background")
+    # The datasets' own class tuples (fine-tuning metrics, readers) are unchanged.
+    assert benchmark_classes("pascal_voc")[11] == "diningtable"
+    assert benchmark_classes("coco_object")[5] == "airplane"
+    with pytest.raises(KeyError, match="unknown benchmark 'voc'"):
+        prompt_names("voc")
+
+
+UNKNOWN_BANK = r"concepts.bank: unknown value 'coco'; allowed: \['authors', 'benchmarks'\]"
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("benchmark, expected", [
+    ("pascal_voc20", TCL_VOC20), ("pascal_voc", TCL_VOC20), ("pascal_context59", TCL_CONTEXT59),
+    ("coco_object", tuple(COCO_OBJECT_PROMPT_NAMES[1:]))])
+def test_zero_shot_prompts_use_the_protocols_names(monkeypatch, benchmark, expected):
+    """evaluate_suite hands the text tower the prompt names, background left out."""
+    sent = []
+
+    def class_embeddings(encode, tokenize, names, *args, **kwargs):
+        sent.append(tuple(names))
+        raise _Stop
+
+    monkeypatch.setattr(zeroshot_suite, "class_embeddings", class_embeddings)
+    with pytest.raises(_Stop):
+        zeroshot_suite.evaluate_suite(torch.nn.Linear(1, 1), None, SimpleNamespace(benchmarks=[benchmark]),
+                                      Path("unused"), "fp32")
+    assert sent == [expected]
+
+
+def test_derived_bank_is_the_natural_words_of_the_prompt_names():
     everything = list(SPECS) + list(VIEWS)
     bank = concept_bank(everything)
-    expected = {prompt_name(c) for b in everything for c in benchmark_classes(b)}
+    expected = {natural_name(c) for b in everything for c in prompt_names(b)}
     assert bank == tuple(sorted(expected)) and len(set(bank)) == len(bank)
-    assert {"background", "sky", "wall brick", "traffic light", "person"} <= set(bank)
-    assert "sky-other" not in bank
+    assert {"background", "sky", "wall brick", "traffic light", "person", "dining table",
+            "potted plant", "aeroplane", "airplane"} <= set(bank)
+    assert not {"sky-other", "diningtable", "pottedplant"} & set(bank)
     assert concept_bank(["pascal_voc"])[:3] == ("aeroplane", "background", "bicycle")
+    # Every derived concept is in the authors' bank.
+    assert set(bank) <= set(read_bank(AUTHORS_BANK))
     with pytest.raises(KeyError, match="unknown benchmark 'nope'"):
         concept_bank(["pascal_voc", "nope"])
+
+
+def test_shipped_authors_bank():
+    lines = AUTHORS_BANK.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 574 and lines.count("bed ") == lines.count("bed") == 1  # as the authors ship it
+    bank = read_bank(AUTHORS_BANK)
+    assert len(bank) == len(set(bank)) == 573 and list(bank) == sorted(bank)
+    assert all(entry == entry.strip().lower() and entry for entry in bank)
+    assert {"hat", "helmet", "glasses", "egg", "bread", "camera", "wheelchair", "french fries",
+            "background", "hot-air balloon", "sky", "wall brick"} <= set(bank)
+
+
+def test_concepts_bank_param_switches_the_bank(raw_params, monkeypatch):
+    benchmarks = raw_params["zeroshot"]["benchmarks"]
+    assert load_bank("authors", benchmarks) == read_bank(AUTHORS_BANK)
+    assert load_bank("benchmarks", benchmarks) == concept_bank(benchmarks)
+    assert load_bank("benchmarks", ["cityscapes"]) == tuple(sorted(prompt_names("cityscapes")))
+    with pytest.raises(PipelineError, match=UNKNOWN_BANK):
+        load_bank("coco", benchmarks)
+    # The concepts stage reads it.
+    banks = {}
+
+    def write_caption_shards(root, split, out, bank, extract, **kwargs):
+        banks[len(banks)] = bank
+        return {"captions": 1, "images": 1, "fraction_with_concept": 1.0, "concepts_per_caption": 1.0}
+
+    monkeypatch.setattr(concepts_stage, "write_caption_shards", write_caption_shards)
+    monkeypatch.setattr(concepts_stage, "write_json", lambda *args: None)
+    for bank in ("authors", "benchmarks"):
+        raw_params["concepts"]["bank"] = bank
+        concepts_stage.run(None, parse_params(raw_params))
+    assert banks == {0: read_bank(AUTHORS_BANK), 1: concept_bank(benchmarks)}
+
+
+def test_concepts_bank_is_validated_and_the_paper_uses_the_authors(raw_params):
+    raw_params["concepts"]["bank"] = "coco"
+    with pytest.raises(ConfigError, match=UNKNOWN_BANK):
+        parse_params(raw_params)
+    del raw_params["concepts"]["bank"]
+    with pytest.raises(ConfigError, match="concepts.bank: missing"):
+        parse_params(raw_params)
+    paper = yaml.safe_load((REPO / "params-paper.yaml").read_text())
+    assert paper["concepts"]["bank"] == "authors"
 
 
 # ---------------------------------------------------------------- noun_chunks backend
@@ -140,6 +268,16 @@ def test_bank_match_longest_without_overlaps():
     # Left to right: "potted plant" is taken, so "plant pot" cannot reuse "plant".
     assert _matches("a potted plant pot", bank) == [("potted plant", "potted plant"),
                                                    ("pot", "pot")]
+
+
+def test_bank_match_is_surface_words_plus_plurals_not_lemmas():
+    """No lemmatiser: only an entry as written or its inflect plural matches, so a verb form
+    ("running") or a capitalised word's lemma is not mapped back, and params.yaml says so."""
+    assert _matches("Dogs running past a run of leaves", ("dog", "run", "leaf")) == [
+        ("dog", "Dogs"), ("run", "run"), ("leaf", "leaves")]
+    assert _matches("a man runs and ran", ("run",)) == [("run", "runs")]  # "runs": plural of "run"
+    comment = (REPO / "params.yaml").read_text().split("# bank_match (", 1)[1].split("spacy_model:")[0]
+    assert "lemmatised" not in comment and "as written" in comment and "plural" in comment
 
 
 def test_bank_match_hyphenated_word_and_entries_over_plurals():

@@ -1,3 +1,6 @@
+import os
+import subprocess
+
 import pytest
 import yaml
 
@@ -5,8 +8,8 @@ from pipeline.config import AVAILABLE_DECODERS, SETUP_KEYS, ConfigError, load_pa
 from tests.conftest import REPO
 
 
-def test_repository_params_load_and_resolve_every_run():
-    params = load_params(REPO / "params.yaml")
+def test_repository_params_load_and_resolve_every_run(raw_params):
+    params = parse_params(raw_params)
     for model in params.models:
         for setting in params.settings:
             run = params.run(model, setting, params.seeds[0])
@@ -47,6 +50,8 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p["setting_cfg"].update(patch8={"patch_size": 7}), "patch_size in setting 'patch8'"),
         (lambda p: p["model_cfg"].update(Bad={"pretraining": "random"}), "not a valid id"),
         (lambda p: p["rank"].update(base_setting="nope"), "rank.base_setting"),
+        (lambda p: p["rank"].update(resamples=0), "rank.resamples must be positive"),
+        (lambda p: p["rank"].update(confidence=95), "rank.confidence must be in (0, 1)"),
         (lambda p: p["decoder_cfg"]["mask2former"].update(num_heads=3), "must be a multiple of num_heads (3)"),
         (lambda p: p["decoder_cfg"]["mask2former"].update(num_queries=0), "decoder_cfg.mask2former.num_queries must"),
         (lambda p: p["decoder_cfg"]["mask2former"].update(importance_ratio=1.5), "importance_ratio must be in"),
@@ -154,8 +159,9 @@ def test_config_decoders_match_the_network_registry():
 def test_paper_params_file_is_valid():
     raw = yaml.safe_load((REPO / "params-paper.yaml").read_text())
     params = parse_params(raw)
-    assert len(params.models) == 11 and len(params.settings) == 8 and params.seeds == (0, 1, 2)
-    assert params.towers[0] == "dinov2_reg" and set(params.towers) == set(params.models)
+    assert len(params.models) == 10 and len(params.settings) == 8 and params.seeds == (0, 1, 2)
+    assert params.towers[0] == "dinov2_reg" and set(params.towers) == {*params.models, "dinov2_reg"}
+    assert params.encoders == (*params.models, "dinov2_reg")
     assert params.variant("dinov2_reg", "base").timm_name == "vit_base_patch14_reg4_dinov2.lvd142m"
     align = params.align
     assert align.scaled_lr == pytest.approx(4.8e-4) and align.steps == 10 * 98
@@ -170,3 +176,61 @@ def test_paper_params_file_is_valid():
     assert (m2f.hidden_dim, m2f.num_queries, m2f.num_blocks, m2f.num_heads, m2f.ffn_dim) == (256, 100, 9, 8, 2048)
     assert (m2f.num_points, m2f.oversample_ratio, m2f.importance_ratio) == (12544, 3.0, 0.75)
     assert (m2f.class_weight, m2f.mask_weight, m2f.dice_weight, m2f.no_object_weight) == (2.0, 5.0, 5.0, 0.1)
+
+
+# ---- The tests' own params, the encoders, the paper's model list --------------------------------------------------
+
+
+def test_the_tests_use_the_committed_params_not_the_workspace(tmp_path, raw_params):
+    """An interrupted `dvc exp run -S decoder=mask2former` leaves the experiment's params in the workspace."""
+    from tests.conftest import study_params_raw
+
+    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    assert study_params_raw(tmp_path) == raw_params  # not a git checkout: the file
+    for cmd in (["init", "-q"], ["add", "params.yaml"], ["commit", "-qm", "study"]):
+        subprocess.run(["git", *cmd], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**raw_params, "decoder": "mask2former"}, sort_keys=False))
+    assert study_params_raw(tmp_path) == raw_params and raw_params["decoder"] == "linear"
+
+    schema_change = {key: value for key, value in raw_params.items() if key != "encoders"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(schema_change, sort_keys=False))
+    subprocess.run(["git", "commit", "-qam", "before encoders existed"], cwd=tmp_path, env=env, check=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    with pytest.warns(UserWarning, match="the committed one does not load with the working tree's code"):
+        assert study_params_raw(tmp_path) == raw_params
+
+
+def test_a_tower_need_not_be_a_benchmark_model(raw_params):
+    raw_params.update(models=["random", "supervised"], towers=["mim"], encoders=["random", "supervised", "mim"])
+    params = parse_params(raw_params)
+    assert params.tower_variant("mim") == params.variant("mim", "base")  # pretrain@mim-base makes it ready
+    with pytest.raises(ConfigError, match="model: unknown value 'mim'"):
+        params.run("mim", "default", 0)  # and no finetune@mim-* run exists
+
+
+@pytest.mark.parametrize("models, towers, fragment", [
+    (["random", "supervised", "mim"], ["random"],
+     "models[2]: 'mim' is missing from encoders ['random', 'supervised'], the ids whose weights pretrain@"),
+    (["random"], ["supervised", "mim"], "towers[1]: 'mim' is missing from encoders ['random', 'supervised']"),
+])
+def test_every_model_and_tower_must_be_an_encoder(raw_params, models, towers, fragment):
+    raw_params.update(models=models, towers=towers, encoders=["random", "supervised"])
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw_params)
+    assert fragment in str(err.value)
+
+
+def test_encoders_are_model_cfg_ids(raw_params):
+    raw_params["encoders"] = [*raw_params["encoders"], "ghost"]
+    with pytest.raises(ConfigError, match=r"encoders\[3\]: unknown value 'ghost'"):
+        parse_params(raw_params)
+
+
+def test_the_paper_study_fine_tunes_the_papers_ten_models():
+    """The benchmark's ten VFMs (paper Table 2), written out here rather than read from the file under test."""
+    paper = load_params(REPO / "params-paper.yaml")
+    assert sorted(paper.models) == sorted([
+        "eva02_clip", "eva02", "dinov2", "beit3", "siglip", "dfn_clip", "deit3_in21k", "deit3_in1k", "mae", "sam"])
+    assert "dinov2_reg" in paper.towers and "dinov2_reg" not in paper.models  # the SimZSS tower is not fine-tuned

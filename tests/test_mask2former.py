@@ -244,15 +244,37 @@ def test_doubling_the_batch_with_a_copy_leaves_every_term_unchanged(pixel_centre
     torch.testing.assert_close(total2, total)
 
 
-def test_loss_without_any_target_mask_is_finite_and_pure_no_object_ce():
-    targets = targets_from_labels(torch.full((2, 4, 4), 255), ignore_index=255)
-    class_logits = torch.randn(2, 3, 4, requires_grad=True)
-    mask_logits = torch.randn(2, 3, 4, 4, requires_grad=True)
-    total, terms = Mask2FormerLoss(3, num_points=8)([MaskPrediction(class_logits, mask_logits)], targets)
-    assert float(terms["layer0/bce"]) == float(terms["layer0/dice"]) == 0.0
-    expected = -class_logits.log_softmax(-1)[..., -1].mean()
-    torch.testing.assert_close(total, 2 * expected)
+def _mask_predictions(batch: int, num_classes: int, layers: int = 3, queries: int = 5):
+    gen = torch.Generator().manual_seed(0)
+    return [MaskPrediction(torch.randn(batch, queries, num_classes + 1, generator=gen).requires_grad_(),
+                           torch.randn(batch, queries, 8, 8, generator=gen).requires_grad_()) for _ in range(layers)]
+
+
+def test_all_ignore_micro_batch_gives_zero_loss_and_zero_gradients():
+    predictions = _mask_predictions(batch=2, num_classes=3)
+    targets = targets_from_labels(torch.full((2, 32, 32), 255), 255)
+    total, terms = Mask2FormerLoss(3, num_points=64)(predictions, targets)
     total.backward()
+
+    assert total.item() == 0.0 and all(term.item() == 0.0 for term in terms.values())
+    for p in predictions:
+        assert torch.equal(p.class_logits.grad, torch.zeros_like(p.class_logits))
+        assert torch.equal(p.mask_logits.grad, torch.zeros_like(p.mask_logits))
+
+
+def test_an_all_ignore_image_leaves_the_mask2former_loss_of_the_others_unchanged():
+    labels = torch.zeros(2, 32, 32, dtype=torch.long)
+    labels[0, :, 16:] = 2
+    labels[1] = 255
+    both = _mask_predictions(batch=2, num_classes=3)
+    alone = [MaskPrediction(p.class_logits.detach()[:1].requires_grad_(), p.mask_logits.detach()[:1].requires_grad_())
+             for p in both]
+
+    def loss(predictions, labels):
+        criterion = Mask2FormerLoss(3, num_points=64, generator=torch.Generator().manual_seed(1))
+        return criterion(predictions, targets_from_labels(labels, 255))[0]
+
+    torch.testing.assert_close(loss(both, labels), loss(alone, labels[:1]), rtol=0, atol=0)
 
 
 # --- decoder ------------------------------------------------------------------------------------------------------

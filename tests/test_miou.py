@@ -1,3 +1,5 @@
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -70,3 +72,38 @@ def test_rejects_labels_outside_the_classes():
     with pytest.raises(ValueError, match="shape"):
         cm.update(torch.tensor([0, 1]), torch.tensor([0, 1, 2]))
     assert cm.matrix.sum() == 0
+
+
+def test_pixel_accuracy_is_exact_in_float64_beyond_float32_counts():
+    # 2**25 + 3 labelled pixels, 2**24 + 1 of them right: float32 cannot hold either count.
+    cm = ConfusionMatrix(2)
+    cm.matrix[0, 0], cm.matrix[1, 1], cm.matrix[0, 1] = 2**24 + 1, 0, 2**24 + 2
+    exact = float(Fraction(2**24 + 1, 2**25 + 3))
+    assert cm.pixel_accuracy() == exact
+    assert cm.pixel_accuracy() == cm.iou()[0].item() == exact  # class 0's IoU has the same two counts
+
+
+def test_per_image_counts_are_set_counts_that_sum_to_the_matrix_and_give_its_miou_exactly():
+    rng = np.random.default_rng(1)
+    num_classes = 12
+    present = [0, 1, 2, 3, 5, 6, 8, 9, 10]
+    maps = [random_maps(rng, (31 + i, 17 * (i + 1)), num_classes, present) for i in range(5)]
+    cm = ConfusionMatrix(num_classes, ignore_index=IGNORE)
+    for pred, target in maps:
+        cm.update(torch.from_numpy(pred), torch.from_numpy(target).to(torch.uint8))
+    counts = cm.image_counts(f"img{i}" for i in range(5))
+    assert list(counts.keys) == [f"img{i}" for i in range(5)]
+    for row, (pred, target) in enumerate(maps):
+        valid = target != IGNORE
+        for c in range(num_classes):
+            assert counts.intersection[row, c] == np.sum((pred == c) & (target == c) & valid)
+            assert counts.union[row, c] == np.sum(((pred == c) | (target == c)) & valid)
+    matrix = cm.matrix.numpy()
+    np.testing.assert_array_equal(counts.intersection.sum(0), np.diag(matrix))
+    np.testing.assert_array_equal(counts.union.sum(0), matrix.sum(0) + matrix.sum(1) - np.diag(matrix))
+    assert counts.miou() == cm.miou()  # exactly: the headline is the bootstrap's rule on the same integer sums
+    expected_iou, _ = numpy_ious(*zip(*maps), num_classes)
+    assert cm.miou() == pytest.approx(np.nanmean(expected_iou), rel=1e-15)
+    with pytest.raises(ValueError, match="4 keys for 5 updates"):
+        cm.image_counts(["a", "b", "c", "d"])
+    assert ConfusionMatrix(3).image_counts([]).union.shape == (0, 3)

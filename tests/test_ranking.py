@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
+from pipeline.analysis.bootstrap import tau_intervals, with_intervals
 from pipeline.analysis.ranking import (
     compare_settings, format_table, kendall_tau, load_results, plot_records, ranking_metrics, summarize,
 )
@@ -79,13 +80,22 @@ def test_comparison_tau_and_cost_against_base():
     assert comparison.loc["same", "trainable_params_ratio"] == pytest.approx(0.1)
 
 
+def with_bootstrap(summary: pd.DataFrame, comparison: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bootstrap's columns from made-up resamples: every model's mIoU plus a noise shared within the setting
+    (tests/test_bootstrap.py tests the real ones)."""
+    noise = np.random.default_rng(0).normal(0, 0.01, 50)
+    scores = {s: pd.DataFrame({r.model: r.miou + noise for r in group.itertuples()})
+              for s, group in summary.groupby("setting")}
+    return with_intervals(summary, scores, 0.95), tau_intervals(comparison, scores, "default", "b", 0.95)
+
+
 def test_metrics_and_plots_are_flat_numeric_and_drop_nan_tau():
     results = make_results()
     results.loc[results.setting == "same", "miou"] = 0.5  # constant ranking -> tau undefined
     summary = summarize(results)
-    comparison = compare_settings(summary, "default")
+    summary, comparison = with_bootstrap(summary, compare_settings(summary, "default"))
     metrics = ranking_metrics(summary, comparison)
-    assert "tau" not in metrics["settings"]["same"]
+    assert not {"tau", "tau_ci_low", "tau_ci_high", "p_tau_below_1"} & set(metrics["settings"]["same"])
     assert metrics["settings"]["reverse"]["tau"] == pytest.approx(-1.0)
     assert metrics["models"]["a"]["default"]["rank"] == 1
 
@@ -98,7 +108,7 @@ def test_metrics_and_plots_are_flat_numeric_and_drop_nan_tau():
     assert {r["setting"] for r in records["tau.json"]} == {"default", "reverse"}
     assert len(records["miou.json"]) == 9
     json.dumps(records)
-    assert "kendall tau" in format_table(summary, comparison)
+    assert "kendall tau" in format_table(summary, comparison, 0.95)
 
 
 def test_load_results_reads_only_listed_runs_and_names_missing_file(tmp_path):
@@ -108,3 +118,58 @@ def test_load_results_reads_only_listed_runs_and_names_missing_file(tmp_path):
     assert list(frame.model) == ["a"]
     with pytest.raises(FileNotFoundError, match="b-default-0.json"):
         load_results(tmp_path, ["a", "b"], ["default"], [0])
+
+
+def seed_rows(setting: str, mious: dict[str, list[float]]) -> list[dict]:
+    return [{"model": model, "setting": setting, "seed": seed, "miou": miou, "train_seconds": 10.0,
+             "trainable_params": 100}
+            for model, values in mious.items() for seed, miou in enumerate(values)]
+
+
+def test_equal_results_stay_tied_whatever_the_float_rounding_of_their_mean():
+    # In exact arithmetic a and b both average 0.2; pandas' float means are 0.19999999999999998 and
+    # 0.20000000000000004 in "default", but equal in "shuffled" (the same seeds, in another order).
+    results = pd.DataFrame(
+        seed_rows("default", {"a": [0.1, 0.2, 0.3], "b": [0.2, 0.2, 0.2], "c": [0.5, 0.5, 0.5]})
+        + seed_rows("shuffled", {"a": [0.3, 0.2, 0.1], "b": [0.2, 0.2, 0.2], "c": [0.5, 0.5, 0.5]})
+    )
+    raw = results.groupby(["setting", "model"]).miou.mean()
+    assert raw["default", "a"] < raw["default", "b"] and raw["shuffled", "a"] == raw["shuffled", "b"]
+    summary = summarize(results).set_index(["setting", "model"])
+    for setting in ("default", "shuffled"):
+        assert summary.loc[(setting, "a"), "miou"] == summary.loc[(setting, "b"), "miou"] == 0.2
+        assert summary.loc[(setting, "a"), "rank"] == summary.loc[(setting, "b"), "rank"] == 2
+    comparison = compare_settings(summary.reset_index(), "default").set_index("setting")
+    assert comparison.loc["shuffled", "tau"] == pytest.approx(1.0)
+
+
+def test_a_model_missing_from_a_setting_is_left_out_with_a_warning_naming_it():
+    results = pd.DataFrame(
+        seed_rows("default", {"a": [0.5], "b": [0.4], "c": [0.3], "d": [0.2]})
+        + seed_rows("partial", {"a": [0.1], "c": [0.3], "d": [0.2]})  # b was not run in "partial"
+        + seed_rows("full", {"a": [0.5], "b": [0.4], "c": [0.3], "d": [0.2]})
+    )
+    results.loc[(results.setting == "partial") & (results.model == "a"), "train_seconds"] = 40.0
+    with pytest.warns(UserWarning, match=r"'partial'.*lacks model\(s\) b;.*3 common model\(s\) \['a', 'c', 'd'\]"):
+        comparison = compare_settings(summarize(results), "default").set_index("setting")
+    # tau over a, c, d: default orders them a > c > d, "partial" c > d > a.
+    assert comparison.loc["partial", "tau"] == pytest.approx(kendall_tau([0.5, 0.3, 0.2], [0.1, 0.3, 0.2]))
+    assert comparison.loc["partial", "time_ratio"] == pytest.approx(20.0 / 10.0)
+    assert comparison.loc["full", "tau"] == pytest.approx(1.0)
+
+
+def test_a_model_only_in_a_setting_is_named_as_missing_from_the_base():
+    results = pd.DataFrame(seed_rows("default", {"a": [0.5], "b": [0.4]})
+                           + seed_rows("extra", {"a": [0.5], "b": [0.4], "z": [0.9]}))
+    with pytest.warns(UserWarning, match=r"base setting 'default' lacks model\(s\) z"):
+        comparison = compare_settings(summarize(results), "default").set_index("setting")
+    assert comparison.loc["extra", "tau"] == pytest.approx(1.0)
+
+
+def test_fewer_than_two_common_models_give_no_tau():
+    results = pd.DataFrame(seed_rows("default", {"a": [0.5], "b": [0.4]}) + seed_rows("lone", {"a": [0.5]}))
+    with pytest.warns(UserWarning, match="'lone'.*lacks model"):
+        comparison = compare_settings(summarize(results), "default").set_index("setting")
+    assert math.isnan(comparison.loc["lone", "tau"])
+    summary, comparison = with_bootstrap(summarize(results), comparison.reset_index())
+    assert not {"tau", "tau_ci_low", "p_tau_below_1"} & set(ranking_metrics(summary, comparison)["settings"]["lone"])

@@ -8,7 +8,6 @@ import yaml
 
 from pipeline.datasets.miniature import encode_png, write_zip
 from pipeline.datasets.specs import cityscapes_palette
-from tests.conftest import REPO
 from tests.dvc_repo import DVC, dvc_repo, run
 from tests.loopback_http import Route, server  # noqa: F401  (server is a fixture)
 
@@ -31,13 +30,13 @@ def gta5_parts(tmp_path: Path) -> dict[str, bytes]:
     return files
 
 
-def test_real_data_switch_downloads_resumes_after_a_failed_run_and_prepares(server, tmp_path):
+def test_real_data_switch_downloads_resumes_after_a_failed_run_and_prepares(server, tmp_path, raw_params):
     root = tmp_path / "repo"
     root.mkdir()
     files = gta5_parts(tmp_path)
     server.routes.update({f"/gta/{name}": Route(body=data) for name, data in files.items()})
     server.routes["/gta/05_labels.zip"].cut_after = 40  # the first request for it dies half-way
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = raw_params  # the committed params.yaml (tests/conftest.py)
     params.update(datasets=["gta5", "cityscapes"], downloads=["gta5"], data_root="data/raw",
                   settings=["default"], dataset="gta5", eval_dataset="cityscapes")
     params["download"].update(retries=0, mirrors={name: server.url(f"/gta/{name}") for name in files})

@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.training.criteria import segmentation_loss
-from tests.conftest import REPO
+from pipeline.training.criteria import build_criterion, segmentation_loss
+from pipeline.training.mask_classification import Mask2FormerLoss, targets_from_labels
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
 from pipeline.training.precision import resolve_precision
 from pipeline.training.pretrain import patchify, presence_targets
@@ -125,13 +125,11 @@ def test_supervised_objective_targets_regions_of_the_crop():
     assert objective.head.weight.grad[[0, 1, 2, 4]].abs().sum() == 0
 
 
-def test_criteria_wrap_each_decoders_loss():
-    from pipeline.config import load_params
+def test_criteria_wrap_each_decoders_loss(raw_params):
+    from pipeline.config import parse_params
     from pipeline.networks.mask2former import Mask2FormerDecoder
-    from pipeline.training.criteria import build_criterion
-    from pipeline.training.mask_classification import Mask2FormerLoss, targets_from_labels
 
-    cfg = load_params(REPO / "params.yaml").mask2former
+    cfg = parse_params(raw_params).mask2former
     labels = torch.randint(0, 3, (2, 32, 32))
     labels[0, :4] = 255
     logits = torch.randn(2, 3, 4, 4)
@@ -149,3 +147,13 @@ def test_criteria_wrap_each_decoders_loss():
     assert terms == {name: all_terms[f"layer{cfg.num_blocks}/{name}"].item() for name in ("ce", "bce", "dice")}
     with pytest.raises(ValueError, match="no training loss for decoder 'unet'"):
         build_criterion("unet", 3, 255, cfg, torch.device("cpu"))
+
+
+def test_all_ignore_micro_batch_gives_zero_linear_loss_and_zero_gradients():
+    # The crop is redrawn at most max_crop_tries times, so a micro-batch can hold no labelled pixel at all.
+    logits = torch.randn(2, 3, 4, 4, requires_grad=True)
+    linear = build_criterion("linear", 3, 255, None, torch.device("cpu"))  # reads no Mask2Former params
+    loss, terms = linear(logits, torch.full((2, 32, 32), 255))
+    loss.backward()
+    assert loss.item() == 0.0 and terms == {}
+    assert torch.equal(logits.grad, torch.zeros_like(logits))

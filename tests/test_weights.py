@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict, save_state_dict
+from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict, save_state_dict, verify_weights
 
 
 def small_module() -> nn.Module:
@@ -98,3 +98,15 @@ def test_load_strict_loads_matching_weights():
     source, target = small_module(), nn.Sequential(nn.Linear(4, 3), nn.LayerNorm(3))
     load_strict(target, source.state_dict(), source="x")
     assert_same(target.state_dict(), source.state_dict())
+
+
+def test_a_written_file_records_its_tensors_hash_and_an_edit_is_refused(tmp_path):
+    path = tmp_path / "w.safetensors"
+    save_state_dict(small_module(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # the last byte of the last tensor
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: its tensors differ from the sha256 recorded when it "
+                                              r"was written \(damaged or edited since\)$"):
+        load_state_dict_file(path)
+    with pytest.raises(CheckpointError, match=r"\(damaged or edited since\); re-run: dvc repro -f -s pretrain@m-base$"):
+        verify_weights(path, "pretrain@m-base")

@@ -1,13 +1,19 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
+from pipeline.config import ConfigError, parse_params
 from pipeline.datasets.specs import DataError
+from pipeline.evaluation.sliding_window import resize_short_side
 from pipeline.evaluation.zeroshot import (
-    class_embeddings, classify, dense_scores, dominant_class, evaluate_benchmark, predict, slide_windows)
+    class_embeddings, classify, dense_scores, dominant_class, evaluate_benchmark, mmseg_size, predict,
+    protocol_long_side, resize_for_zeroshot, resize_mmseg, slide_windows)
+from tests.conftest import REPO
 
 
 # ---------------------------------------------------------------- slide_windows
@@ -46,6 +52,135 @@ def test_slide_windows_cover_every_pixel_with_full_windows(window, stride):
 def test_slide_windows_rejects_bad_sizes():
     with pytest.raises(ValueError, match="stride"):
         slide_windows(10, 10, 4, 0)
+
+
+# ---------------------------------------------------------------- test-time resize (TCL / mmcv imrescale)
+
+# (H, W, short_side, long_side) -> (H', W'), worked out by hand from mmcv's rescale_size:
+# scale = min(long_side / max(H, W), short_side / min(H, W)), side' = int(side * scale + 0.5).
+MMSEG_SIZES = [
+    ((375, 500, 448, 2048), (448, 597)),    # VOC: 448/375; 500 * 1.19467 = 597.33
+    ((333, 500, 448, 2048), (448, 673)),    # 500 * 448/333 = 672.67
+    ((480, 640, 448, 2048), (448, 597)),    # 640 * 0.93333 = 597.33
+    ((256, 342, 448, 2048), (448, 599)),    # x1.75: 598.5 rounds half up (Python's round gives 598)
+    ((1024, 2048, 448, 2048), (448, 896)),  # Cityscapes: x0.4375
+    ((448, 2048, 448, 2048), (448, 2048)),  # exactly at the scale: unchanged
+    ((10, 20, 448, 2048), (448, 896)),      # upscale x44.8
+    ((500, 2300, 448, 2048), (445, 2048)),  # ratio 4.6 > 2048/448: cap, x0.890435, 445.22 -> 445
+    ((512, 2560, 448, 2048), (410, 2048)),  # ratio 5: cap, x0.8, 409.6 -> 410
+    ((100, 1000, 448, 2048), (205, 2048)),  # ratio 10: cap, an upscale x2.048, 204.8 -> 205
+    ((3000, 400, 448, 2048), (2048, 273)),  # tall, ratio 7.5: cap, 400 * 0.682667 = 273.07
+    ((100, 1000, 96, 439), (44, 439)),      # the miniature: cap 439, x0.439, 43.9 -> 44
+    ((20, 30, 96, 439), (96, 144)),         # the miniature, no cap: x4.8
+]
+
+
+@pytest.mark.parametrize("shape, expected", MMSEG_SIZES, ids=[str(s) for s, _ in MMSEG_SIZES])
+def test_mmseg_sizes_follow_mmcv_imrescale(shape, expected):
+    height, width, short_side, long_side = shape
+    assert mmseg_size(height, width, short_side, long_side) == expected
+    image = torch.zeros(3, height, width, dtype=torch.uint8)
+    assert tuple(resize_mmseg(image, short_side, long_side).shape) == (3, *expected)
+    assert tuple(resize_for_zeroshot(image, short_side, "mmseg", long_side).shape) == (3, *expected)
+
+
+def test_the_default_cap_keeps_tcl_ratio():
+    assert protocol_long_side(448) == 2048 and protocol_long_side(96) == 439
+    image = torch.zeros(3, 100, 1000, dtype=torch.uint8)
+    assert resize_for_zeroshot(image, 448).shape == (3, 205, 2048)
+    assert resize_for_zeroshot(image, 96).shape == (3, 44, 439)
+
+
+def test_the_antialias_resize_is_the_earlier_one():
+    image = torch.randint(0, 256, (3, 100, 1000), dtype=torch.uint8)
+    old = resize_short_side(image, 448)
+    assert old.shape == (3, 448, 4480)  # no cap
+    assert torch.equal(resize_for_zeroshot(image, 448, "antialias"), old)
+    assert torch.equal(resize_for_zeroshot(image, 448, "antialias", 2048), old)
+    assert resize_for_zeroshot(torch.zeros(3, 256, 342, dtype=torch.uint8), 448, "antialias").shape == (3, 448, 598)
+    with pytest.raises(ValueError, match="resize must be one of"):
+        resize_for_zeroshot(image, 448, "bicubic")
+
+
+def cv2_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """C x H x W float64 resize written from cv2's INTER_LINEAR rule: source coordinate
+    (d + 0.5) * in / out - 0.5, clamped to [0, in - 1], linear weights between its two neighbours."""
+    def taps(out_size, in_size):
+        src = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+        src = np.clip(src, 0, in_size - 1)
+        low = np.floor(src).astype(int)
+        high = np.minimum(low + 1, in_size - 1)
+        return low, high, src - low
+
+    y0, y1, fy = taps(height, image.shape[1])
+    x0, x1, fx = taps(width, image.shape[2])
+    rows = image[:, y0] * (1 - fy)[:, None] + image[:, y1] * fy[:, None]
+    return rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx
+
+
+@pytest.mark.parametrize("shape, short_side, long_side", [
+    ((37, 53), 20, 2048),    # downscale by 1.85
+    ((23, 31), 64, 2048),    # upscale by 2.78
+    ((12, 100), 16, 73),     # capped: 73 / 100
+    ((64, 48), 11, 2048),    # downscale by 4.36
+])
+def test_mmseg_resize_is_bilinear_without_antialias(shape, short_side, long_side):
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(3, *shape, generator=generator) * 255
+    size = mmseg_size(*shape, short_side, long_side)
+    expected = torch.from_numpy(cv2_linear(image.double().numpy(), *size))
+    got = resize_mmseg(image, short_side, long_side)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, atol=5e-3, rtol=0)  # float32 vs float64
+    as_uint8 = resize_mmseg(image.round().to(torch.uint8), short_side, long_side)
+    assert as_uint8.dtype == torch.uint8
+    rounded = torch.from_numpy(cv2_linear(image.round().double().numpy(), *size)).round()
+    assert (as_uint8.double() - rounded).abs().max() <= 1  # cv2's fixed point is within one grey level too
+
+
+def test_a_downscaled_checkerboard_keeps_its_contrast():
+    # x1/3 without antialias samples source pixels 3i + 1 exactly; an antialiased resize averages them to grey
+    y, x = torch.meshgrid(torch.arange(60), torch.arange(90), indexing="ij")
+    board = (((y + x) % 2) * 255).to(torch.uint8).expand(3, -1, -1)
+    resized = resize_for_zeroshot(board, 20)
+    assert resized.shape == (3, 20, 30)
+    assert torch.equal(resized, board[:, 1::3, 1::3])
+    assert set(resized.unique().tolist()) == {0, 255}
+    smoothed = resize_for_zeroshot(board, 20, "antialias")
+    assert smoothed.shape == (3, 20, 30) and (smoothed.float() - 127.5).abs().max() < 60
+
+
+def test_an_image_at_the_scale_is_returned_unchanged():
+    image = torch.randint(0, 256, (3, 448, 600), dtype=torch.uint8)
+    assert torch.equal(resize_for_zeroshot(image, 448, "mmseg", 2048), image)
+
+
+def test_params_default_to_the_protocol_resize(raw_params):
+    cfg = parse_params(raw_params).zeroshot
+    assert (cfg.resize, cfg.long_side) == ("mmseg", protocol_long_side(cfg.short_side))
+    paper = parse_params(yaml.safe_load((REPO / "params-paper.yaml").read_text())).zeroshot
+    assert (paper.resize, paper.short_side, paper.long_side) == ("mmseg", 448, 2048)
+    raw_params["zeroshot"]["resize"] = "antialias"
+    assert parse_params(raw_params).zeroshot.resize == "antialias"
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    ({"resize": "bicubic"}, "zeroshot.resize: unknown value 'bicubic'"),
+    ({"long_side": 0}, "zeroshot.long_side must be positive"),
+    ({"long_side": 50}, "zeroshot.long_side (50) must be at least zeroshot.short_side (96)"),
+    ({"long_side": 439.5}, "zeroshot.long_side: expected int"),
+])
+def test_bad_resize_params_name_the_key(raw_params, edit, fragment):
+    raw_params["zeroshot"].update(short_side=96, **edit)
+    with pytest.raises(ConfigError) as err:
+        parse_params(raw_params)
+    assert fragment in str(err.value)
+
+
+def test_missing_resize_params_are_reported(raw_params):
+    del raw_params["zeroshot"]["resize"]
+    with pytest.raises(ConfigError, match="zeroshot.resize: missing"):
+        parse_params(raw_params)
 
 
 # ---------------------------------------------------------------- dense_scores
@@ -125,6 +260,58 @@ def test_dense_scores_resize_back_to_the_original_size():
     image = torch.randint(0, 256, (3, 30, 45), dtype=torch.uint8)
     scores = dense_scores(channel_patches(2), image, torch.eye(3), short_side=16, window=16, stride=8)
     assert scores.shape == (3, 30, 45)
+
+
+class SeenCrops:
+    """Fake patch_fn recording the uint8 crops it is given (pixel_colours tokens)."""
+
+    def __init__(self):
+        self.crops = []
+
+    def __call__(self, x):
+        self.crops.append((x * 255).round().to(torch.uint8))
+        return pixel_colours(x)
+
+
+@pytest.mark.parametrize("kwargs, size", [
+    ({}, (9, 73)),                                     # default: mmseg, cap round(16 * 2048 / 448) = 73
+    ({"resize": "mmseg", "long_side": 100}, (12, 100)),
+    ({"resize": "mmseg", "long_side": 2048}, (16, 133)),
+    ({"resize": "antialias"}, (16, 133)),              # the earlier resize: no cap, antialiased
+])
+def test_dense_scores_resize_as_configured(kwargs, size):
+    image = torch.randint(0, 256, (3, 12, 100), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    spy = SeenCrops()
+    scores = dense_scores(spy, image, torch.eye(3), short_side=16, window=160, stride=80, **kwargs)
+    assert scores.shape == (3, 12, 100) and len(spy.crops) == 1
+    crop = spy.crops[0][0]
+    height, width = size
+    expected = resize_for_zeroshot(image, 16, **kwargs)
+    assert tuple(expected.shape[-2:]) == size
+    assert torch.equal(crop[:, :height, :width], expected)
+    assert not crop[:, height:].any() and not crop[:, :, width:].any()
+    if kwargs.get("resize") != "antialias":
+        assert torch.equal(expected, resize_mmseg(image, 16, kwargs.get("long_side", 73)))
+    else:
+        assert torch.equal(expected, resize_short_side(image, 16))
+
+
+@pytest.mark.parametrize("resize", ["mmseg", "antialias"])
+def test_evaluate_benchmark_passes_the_resize_on(resize):
+    image = torch.randint(0, 256, (3, 30, 20), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    label = torch.zeros(30, 20, dtype=torch.uint8)
+    spy = SeenCrops()
+    evaluate_benchmark([("s", image, label)], spy, lambda x: x.mean((2, 3)), torch.eye(3), num_classes=3,
+                       with_background=False, thresholds=[], short_side=11, window=32, stride=16,
+                       resize=resize, long_side=2048)
+    expected = resize_for_zeroshot(image, 11, resize, 2048)
+    height = 17 if resize == "mmseg" else 16  # 30 * 11 / 20 = 16.5: mmcv rounds half up, Python's round to even
+    assert expected.shape == (3, height, 11)
+    assert torch.equal(spy.crops[0][0, :, :height, :11], expected)
+    assert not torch.equal(resize_mmseg(image, 11, 2048), resize_short_side(image, 11))
+    with pytest.raises(ValueError, match="resize must be one of"):
+        evaluate_benchmark([], spy, lambda x: x, torch.eye(3), num_classes=3, with_background=False,
+                           thresholds=[], short_side=11, window=32, stride=16, resize="nearest")
 
 
 def test_dense_scores_reject_a_bad_patch_fn():
@@ -241,6 +428,10 @@ def test_evaluate_benchmark_with_background_matches_a_hand_computation():
     #   IoU = 2/3, 3/5, 2/3; threshold 0.95: [2 1 0], [1 2 0], [1 0 2] -> IoU 2/5, 1/2, 2/3
     assert result["images"] == 3
     assert [r["threshold"] for r in result["miou"]] == [0.5, 0.95]
+    counts = result["counts"]  # per image, at the configured (first) threshold
+    assert list(counts.keys) == ["one", "two", "void"] and not counts.union[2].any()
+    assert counts.intersection.sum(0).tolist() == [2, 3, 2] and counts.union.sum(0).tolist() == [3, 5, 3]
+    assert counts.miou() == result["miou"][0]["miou"]
     assert result["miou"][0]["miou"] == pytest.approx((2 / 3 + 3 / 5 + 2 / 3) / 3)
     assert result["miou"][1]["miou"] == pytest.approx((2 / 5 + 1 / 2 + 2 / 3) / 3)
     # dominant classes: "one" -> label 1 (embedding 0), "two" -> label 2 (embedding 1),

@@ -1,4 +1,4 @@
-"""The paper's 20 encoders as params-paper.yaml configures them, built with random weights.
+"""The paper's 20 encoders and the SimZSS tower's 2 as params-paper.yaml configures them, built with random weights.
 
 Each encoder is built at its native size exactly as fine-tuning builds it, resized to crop 512
 at patch 16 and patch 8, and run on one image. To keep CI fast the forward keeps only the
@@ -27,7 +27,7 @@ from pipeline.networks.families import ResizeError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = load_params(ROOT / "params-paper.yaml")
-ZOO = [(model, size) for model in PAPER.models for size in PAPER.sizes]
+ZOO = [(model, size) for model in PAPER.encoders for size in PAPER.sizes]
 WIDTH = {"base": 768, "large": 1024}
 PREFIX = {"siglip": 0, "sam": 0, "dinov2_reg": 5}  # every other model keeps one CLS token
 CROP = 512
@@ -35,9 +35,10 @@ CROP = 512
 
 def test_the_zoo_is_the_papers_twenty_plus_the_simzss_tower():
     assert len(ZOO) == 22
-    assert set(PAPER.models) == {
+    assert set(PAPER.encoders) == {
         "eva02_clip", "eva02", "dinov2", "beit3", "siglip", "dfn_clip", "deit3_in21k", "deit3_in1k", "mae", "sam",
         "dinov2_reg"}
+    assert set(PAPER.encoders) - set(PAPER.models) == {"dinov2_reg"}  # the tower is not fine-tuned
     assert all(PAPER.variant(m, s).pretrain_tokens for m, s in ZOO)
 
 
@@ -72,15 +73,15 @@ def check_with_random_weights(model_id: str, size: str, monkeypatch) -> None:
         run_encoder(model_id, size, patch, encoder)
 
 
-@pytest.mark.parametrize("model_id", PAPER.models)
+@pytest.mark.parametrize("model_id", PAPER.encoders)
 def test_base_encoders_run_with_random_weights(model_id, monkeypatch):
     check_with_random_weights(model_id, "base", monkeypatch)
 
 
 # One ViT-L runs in the default suite (SAM: windows, global blocks and rel-pos tables); the rest are
-# `slow` (about 6 s each here) and run with `pytest -m slow`. All twenty run at full depth on meta below.
+# `slow` (about 6 s each here) and run with `pytest -m slow`. All 22 run at full depth on meta below.
 @pytest.mark.parametrize(
-    "model_id", [m if m == "sam" else pytest.param(m, marks=pytest.mark.slow) for m in PAPER.models])
+    "model_id", [m if m == "sam" else pytest.param(m, marks=pytest.mark.slow) for m in PAPER.encoders])
 def test_large_encoders_run_with_random_weights(model_id, monkeypatch):
     check_with_random_weights(model_id, "large", monkeypatch)
 
@@ -197,6 +198,16 @@ def test_zoo_listing_covers_every_encoder_with_its_grid():
         assert cells[2] == f"`{PAPER.variant(model_id, size).timm_name}`"
         assert cells[5] == str(WIDTH[size]) and cells[7] == "64x64" and cells[8] == "4096"
         assert 86 < float(cells[4]) < 96 if size == "base" else 300 < float(cells[4]) < 320
+
+
+def test_the_readme_zoo_table_is_the_zoo_listing():
+    out = subprocess.run([sys.executable, "-m", "pipeline.tools.zoo", "--params", "params-paper.yaml"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The model zoo"):readme.index("Per family")]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table == [line for line in out.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 22
 
 
 def test_zoo_listing_names_an_unknown_model():

@@ -27,7 +27,7 @@ def small_params(raw: dict) -> dict:
     """The repository's miniature params cut to one model, one setting and a few steps of each training stage."""
     p = copy.deepcopy(raw)
     p.update(models=["random"], settings=["default"], seeds=[0], sizes=["base"], towers=["random"], datasets=["ade20k"],
-             methods=["simzss"])
+             methods=["simzss"], encoders=["random"])
     p["rank"]["base_setting"] = "default"
     p["pretrain"]["dataset"] = "ade20k"
     p["prepare"].update(shard_size=4, workers=0)
@@ -67,10 +67,11 @@ def set_params(root: Path, **sections) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
 
 
-def stage_command(stage: str, processes: int = 1) -> list[str]:
+def stage_command(stage: str, processes: int = 1, runner: Path | None = None) -> list[str]:
+    """The stage's command line; `runner` is a script run instead of `-m pipeline.stages.<stage>` (with its args)."""
     args = {"finetune": ["--model", "random", "--setting", "default", "--seed", "0"],
             "align": ["--tower", "random", "--method", "simzss"]}[stage]
-    module = ["-m", f"pipeline.stages.{stage}", *args]
+    module = [str(runner), *args] if runner else ["-m", f"pipeline.stages.{stage}", *args]
     if processes == 1:
         return [sys.executable, *module]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
@@ -81,9 +82,10 @@ def env() -> dict:
     return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PIPELINE_FRESH="")
 
 
-def run_stage(root: Path, stage: str, *extra: str, processes: int = 1, ok: bool = True) -> str:
-    result = subprocess.run(stage_command(stage, processes) + list(extra), cwd=root, env=env(), capture_output=True,
-                            text=True, timeout=600)
+def run_stage(root: Path, stage: str, *extra: str, processes: int = 1, ok: bool = True,
+              runner: Path | None = None) -> str:
+    result = subprocess.run(stage_command(stage, processes, runner) + list(extra), cwd=root, env=env(),
+                            capture_output=True, text=True, timeout=600)
     assert (result.returncode == 0) == ok, f"{stage}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout + result.stderr
 

@@ -1,4 +1,5 @@
-"""PNG figures of the study: Kendall's tau per setting (paper Fig. 1), mIoU per setting vs the base (Figs. 3-9)."""
+"""PNG figures of the study: Kendall's tau per setting (paper Fig. 1), mIoU per setting vs the base (Figs. 3-9),
+every model's rank per setting with its bootstrap interval."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,19 +20,55 @@ def save(fig, path: Path) -> None:
 
 
 def tau_bars(comparison: pd.DataFrame, base_setting: str, path: Path) -> None:
-    rows = comparison[comparison.setting != base_setting]
+    """Paper Figure 1, with the bootstrap interval of each tau as a whisker and P(tau < 1) next to it."""
+    rows = comparison[comparison.setting != base_setting].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(6, 0.45 * max(len(rows), 1) + 1.2))
     colours = ["tab:green" if t >= 0.7 else "tab:orange" if t >= 0.4 else "tab:red" for t in rows.tau.fillna(0)]
     ax.barh(rows.setting, rows.tau.fillna(0), color=colours)
-    for y, (tau, ratio) in enumerate(zip(rows.tau, rows.time_ratio)):
-        label = "n/a" if pd.isna(tau) else f"{tau:.2f}"
-        ax.text(0.02 if pd.isna(tau) or tau >= 0 else -0.02, y, f" τ={label}  time {ratio:.1f}×",
-                va="center", ha="left" if pd.isna(tau) or tau >= 0 else "right", fontsize=8)
+    shown = rows[rows.tau.notna() & rows.tau_ci_low.notna()]
+    ax.errorbar(shown.tau, shown.index, xerr=[shown.tau - shown.tau_ci_low, shown.tau_ci_high - shown.tau],
+                fmt="none", ecolor="black", elinewidth=1, capsize=3)
+    for y, row in rows.iterrows():
+        label = "τ n/a" if pd.isna(row.tau) else f"τ={row.tau:.2f}"
+        if pd.notna(row.p_tau_below_1):
+            label += f" [{row.tau_ci_low:.2f}, {row.tau_ci_high:.2f}]  P(τ<1)={row.p_tau_below_1:.2f}"
+        ax.text(1.03, y, f"{label}  time {row.time_ratio:.1f}×", transform=ax.get_yaxis_transform(), va="center",
+                fontsize=8)
     ax.set_xlim(-1, 1)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel("Kendall's τ against the default setup")
+    ax.set_xlabel("Kendall's τ against the default setup (whiskers: bootstrap interval)")
     ax.set_title("Performance ranking impact of settings")
+    save(fig, path)
+
+
+def rank_intervals(summary: pd.DataFrame, comparison: pd.DataFrame, confidence: float, path: Path) -> None:
+    """One panel per setting: each model's rank (dot) and its bootstrap interval (bar), best first. Models whose
+    intervals overlap are not separated by the evaluation: the ranking does not tell them apart."""
+    settings = list(comparison.setting)
+    ncols = min(4, len(settings))
+    nrows = -(-len(settings) // ncols)
+    models = summary.model.nunique()
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, (0.3 * models + 1.1) * nrows), squeeze=False,
+                             sharex=True)
+    for ax, row in zip(axes.flat, comparison.itertuples()):
+        group = summary[summary.setting == row.setting].sort_values(["rank", "model"]).reset_index(drop=True)
+        ax.hlines(group.index, group.rank_ci_low - 0.2, group.rank_ci_high + 0.2, color="tab:blue", linewidth=5,
+                  alpha=0.35)
+        ax.plot(group["rank"], group.index, "o", color="tab:blue")
+        ax.set_yticks(group.index, group.model, fontsize=8)
+        ax.set_ylim(len(group) - 0.5, -0.5)
+        ax.set_xticks(range(1, models + 1))
+        ax.set_xlim(0.5, models + 0.5)
+        ax.grid(axis="x", linewidth=0.5, alpha=0.5)
+        tau = "" if pd.isna(row.tau) else f"  τ={row.tau:.2f}"
+        if pd.notna(row.tau_ci_low):
+            tau += f" [{row.tau_ci_low:.2f}, {row.tau_ci_high:.2f}]"
+        ax.set_title(f"{row.setting}{tau}", fontsize=9)
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
+    fig.supxlabel(f"rank (1 = best) with its {confidence:.0%} bootstrap interval")
+    fig.tight_layout()
     save(fig, path)
 
 

@@ -59,7 +59,12 @@ class TrainAugment:
         return nnf.pad(image, pad, value=0), nnf.pad(label, pad, value=self.ignore_index)
 
     def random_crop(self, image, label, g):
-        """RandomCrop, redrawn until the crop holds a labelled pixel (at most max_crop_tries)."""
+        """RandomCrop, redrawn until the crop holds a labelled pixel, at most max_crop_tries times.
+
+        The authors redraw without a limit (and drop single-valued label maps beforehand); with the cap, the last
+        draw is returned even if every pixel is ignore. Such a crop gives the linear loss 0 with zero gradients, and
+        Mask2Former only its no-object class term (tests/test_training.py).
+        """
         h, w = label.shape
         for _ in range(self.max_crop_tries):
             i, j = _randint(g, h - self.crop + 1), _randint(g, w - self.crop + 1)

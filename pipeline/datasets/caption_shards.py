@@ -147,9 +147,10 @@ def write_caption_shards(root: Path, split: str, out_dir: Path, bank: tuple[str,
                 for sample in _samples(refs, images, extract, bank_ids, max_concepts,
                                        max_concept_tokens, stats):
                     sink.write(sample)
+            names = sorted(p.name for p in tmp.glob("*.tar"))
             write_json(tmp / MANIFEST, {
-                "split": {"name": split, "shards": sorted(p.name for p in tmp.glob("*.tar")),
-                          "samples": stats.captions, "images": len(refs)},
+                "split": {"name": split, "shards": names, "samples": stats.captions, "images": len(refs)},
+                "sha256": {name: shards.file_sha256(tmp / name) for name in names},
                 "bank": list(bank), "context_length": DEFAULT_CONTEXT_LENGTH,
                 "max_concepts": max_concepts, "max_concept_tokens": max_concept_tokens,
                 "concept_counts": dict(stats.per_concept.most_common())})
@@ -160,7 +161,7 @@ def write_caption_shards(root: Path, split: str, out_dir: Path, bank: tuple[str,
     return stats.summary(len(refs))
 
 
-_MANIFEST_KEYS = {"split", "bank", "context_length", "max_concepts", "max_concept_tokens"}
+_MANIFEST_KEYS = {"split", "sha256", "bank", "context_length", "max_concepts", "max_concept_tokens"}
 
 
 def read_manifest(out_dir: Path) -> dict:
@@ -168,7 +169,11 @@ def read_manifest(out_dir: Path) -> dict:
 
 
 def caption_shard_paths(out_dir: Path) -> list[str]:
-    return [str(Path(out_dir) / name) for name in read_manifest(out_dir)["split"]["shards"]]
+    """The shards, each checked against the sha256 the manifest recorded (`shards.verify_files`)."""
+    manifest = read_manifest(out_dir)
+    names = manifest["split"]["shards"]
+    shards.verify_files(Path(out_dir), {name: manifest["sha256"].get(name) for name in names}, "concepts")
+    return [str(Path(out_dir) / name) for name in names]
 
 
 @dataclass(frozen=True)

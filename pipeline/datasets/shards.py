@@ -131,7 +131,41 @@ def _split_entry(out_dir: Path, split: str) -> dict:
 
 
 def shard_paths(out_dir: Path, split: str) -> list[str]:
-    return [str(Path(out_dir) / name) for name in _split_entry(out_dir, split)["shards"]]
+    """The split's shards, checked first (`verify_shards`)."""
+    return [str(Path(out_dir) / name) for name in verify_shards(out_dir, split)]
+
+
+def verify_shards(out_dir: Path, split: str) -> list[str]:
+    """The names of the split's shards, each checked against the sha256 the manifest recorded (`verify_files`)."""
+    entry = _split_entry(out_dir, split)
+    stage = f"prepare@{read_manifest(out_dir)['dataset']}"
+    verify_files(Path(out_dir), {name: entry["sha256"].get(name) for name in entry["shards"]}, stage)
+    return entry["shards"]
+
+
+_verified: set[tuple] = set()
+
+
+def verify_files(folder: Path, sha256: dict[str, str | None], stage: str) -> None:
+    """Check the files of a stage's output `folder` against the sha256 its manifest recorded when `stage` wrote
+    them. A missing, truncated or edited file stops the reader in one line naming it and the command that
+    rewrites it, instead of a tar error deep in a loader (or, worse, a silently different dataset). A file is
+    hashed once per process while its size and modification time stay the same.
+    """
+    manifest = folder / MANIFEST
+    for name, expected in sha256.items():
+        path = folder / name
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise DataError(f"{path}: listed in {manifest} but missing; re-run: dvc repro -f -s {stage}") from None
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+        if key in _verified:
+            continue
+        if expected is None or file_sha256(path) != expected:
+            raise DataError(f"{path}: sha256 differs from the one {manifest} recorded (truncated or modified since "
+                            f"{stage} wrote it); re-run: dvc repro -f -s {stage}")
+        _verified.add(key)
 
 
 def _read_shards(shards: list[str]):

@@ -130,6 +130,64 @@ COCO_STUFF_IDS = tuple(i for i in range(182) if i not in _COCO_STUFF_UNUSED)
 COCO_THING_IDS = tuple(i + 1 for i in COCO_STUFF_IDS[:80])
 COCO_OBJECT_CLASSES = ("background", *COCO_STUFF_CLASSES[:80])
 
+# ---------------------------------------------------------------- zero-shot prompt names
+# The class names the SimZSS protocol (TCL's MMSegmentation datasets) puts in the text prompts,
+# verbatim, one per class of the benchmark, in its train-id order. The tuples above stay the
+# datasets' own names (fine-tuning metrics and readers use them). Background entries are kept so
+# each table has its benchmark's length; zero-shot scoring leaves them out of the prompts.
+
+# wysoczanska/clip_dinoiser segmentation/datasets/pascal_voc.py (PascalVOCDataset.CLASSES).
+# Two words for 'diningtable' and 'pottedplant'; 'tvmonitor' stays one word there.
+VOC_PROMPT_NAMES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "dining table", "dog", "horse", "motorbike", "person", "potted plant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+# wysoczanska/clip_dinoiser segmentation/datasets/pascal_voc20.py (PascalVOCDataset20.CLASSES):
+# the same names without 'background'.
+VOC20_PROMPT_NAMES = VOC_PROMPT_NAMES[1:]
+# wysoczanska/clip_dinoiser segmentation/datasets/pascal_context.py (PascalContextDataset.CLASSES).
+PASCAL_CONTEXT_PROMPT_NAMES = (
+    "background", "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat",
+    "book", "bottle", "building", "bus", "cabinet", "car", "cat", "ceiling", "chair", "cloth",
+    "computer", "cow", "cup", "curtain", "dog", "door", "fence", "floor", "flower", "food",
+    "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse", "person",
+    "plate", "platform", "potted plant", "road", "rock", "sheep", "shelves", "sidewalk", "sign",
+    "sky", "snow", "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall",
+    "water", "window", "wood",
+)
+# wysoczanska/clip_dinoiser segmentation/datasets/pascal_context.py (PascalContextDataset59.CLASSES):
+# the same names without 'background'.
+PASCAL_CONTEXT59_PROMPT_NAMES = PASCAL_CONTEXT_PROMPT_NAMES[1:]
+# wysoczanska/clip_dinoiser segmentation/datasets/coco_stuff.py (COCOStuffDataset.CLASSES): the
+# dataset's own names, suffixes included ('sky-other', 'desk-stuff', 'wall-brick', 'playingfield').
+COCO_STUFF_PROMPT_NAMES = COCO_STUFF_CLASSES
+# wysoczanska/clip_dinoiser segmentation/datasets/coco_object.py (COCOObjectDataset.CLASSES):
+# background + COCO-Stuff's 80 things, with 'aeroplane' where COCO says 'airplane'.
+COCO_OBJECT_PROMPT_NAMES = ("background", *("aeroplane" if c == "airplane" else c
+                                            for c in COCO_STUFF_CLASSES[:80]))
+# mmseg 0.x mmseg/datasets/ade.py (ADE20KDataset.CLASSES; clip_dinoiser's configs use the
+# built-in dataset). Its 'bed ' has a trailing space, which the CLIP tokenizer drops.
+ADE20K_PROMPT_NAMES = ADE20K_CLASSES
+# mmseg 0.x mmseg/datasets/cityscapes.py (CityscapesDataset.CLASSES), the 19 train ids; GTA V
+# is scored on the same classes.
+CITYSCAPES_PROMPT_NAMES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)
+PROMPT_NAMES = {
+    "pascal_voc": VOC_PROMPT_NAMES,
+    "pascal_voc20": VOC20_PROMPT_NAMES,
+    "pascal_context": PASCAL_CONTEXT_PROMPT_NAMES,
+    "pascal_context59": PASCAL_CONTEXT59_PROMPT_NAMES,
+    "coco_stuff": COCO_STUFF_PROMPT_NAMES,
+    "coco_object": COCO_OBJECT_PROMPT_NAMES,
+    "ade20k": ADE20K_PROMPT_NAMES,
+    "cityscapes": CITYSCAPES_PROMPT_NAMES,
+    "gta5": CITYSCAPES_PROMPT_NAMES,
+}
+
 
 def voc_palette() -> np.ndarray:
     """The official PASCAL VOC colormap, uint8[256, 3] (bit-interleaved class index)."""

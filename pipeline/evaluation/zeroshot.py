@@ -1,11 +1,14 @@
 """Zero-shot segmentation and classification from text class embeddings (SimZSS, reference §5-6).
 
 Segmentation follows the MMSegmentation protocol of TCL that the paper uses: the image
-is resized so its short side is `short_side`, scored by a `window` x `window` sliding
-window of stride `stride` (mmseg "slide" mode), per-window cosine scores are upsampled
-bilinearly to the window, averaged where windows overlap and resized back to the
-original size. With a background class, pixels whose best foreground score falls below
-a threshold are background.
+is resized as mmcv's `imrescale` does to TCL's scale (2048, 448), i.e. keeping its aspect
+ratio, short side `short_side` unless the long side would exceed `long_side`, bilinear
+without antialiasing (`resize="mmseg"`, the default). It is scored by a `window` x
+`window` sliding window of stride `stride` (mmseg "slide" mode), per-window cosine scores
+are upsampled bilinearly to the window, averaged where windows overlap and resized back
+to the original size. With a background class, pixels whose best foreground score falls
+below a threshold are background. `resize="antialias"` keeps the project's earlier
+resize: short side exactly `short_side`, antialiased, no cap on the long side.
 """
 from __future__ import annotations
 
@@ -22,6 +25,56 @@ from pipeline.evaluation.sliding_window import resize_short_side
 from pipeline.networks.segmenter import upsample_logits
 
 PatchFn = Callable[[torch.Tensor], torch.Tensor]
+
+RESIZES = ("mmseg", "antialias")
+TCL_SCALE = (2048, 448)  # TCL's test img_scale (long side cap, short side): configs/_base_/datasets/*.py
+
+
+def protocol_long_side(short_side: int) -> int:
+    """The long-side cap that keeps TCL's ratio 2048 / 448 at another short side (2048 at 448, 439 at 96)."""
+    return round(short_side * TCL_SCALE[0] / TCL_SCALE[1])
+
+
+def mmseg_size(height: int, width: int, short_side: int, long_side: int) -> tuple[int, int]:
+    """(height, width) that mmcv's `rescale_size` gives an H x W image for the scale (long_side, short_side).
+
+    The image is scaled by min(long edge / max(H, W), short edge / min(H, W)), the edges being the
+    larger and smaller of the two values, and each side rounds as int(side * scale + 0.5).
+    """
+    long_edge, short_edge = max(long_side, short_side), min(long_side, short_side)
+    scale = min(long_edge / max(height, width), short_edge / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_mmseg(image: torch.Tensor, short_side: int, long_side: int) -> torch.Tensor:
+    """A C x H x W image resized as mmcv.imrescale(img, (long_side, short_side)) does (cv2 INTER_LINEAR).
+
+    Bilinear with half-pixel centres and edge clamping, no antialiasing; a uint8 image is rounded
+    back to uint8 (cv2 rounds in fixed point, so its pixels may differ from these by one grey level).
+    """
+    size = mmseg_size(*image.shape[-2:], short_side, long_side)
+    if size == tuple(image.shape[-2:]):
+        return image
+    resized = F.interpolate(image[None].float(), size=size, mode="bilinear", align_corners=False,
+                            antialias=False)[0]
+    if image.dtype == torch.uint8:
+        return resized.round().clamp(0, 255).to(torch.uint8)
+    return resized.to(image.dtype)
+
+
+def resize_for_zeroshot(image: torch.Tensor, short_side: int, resize: str = "mmseg",
+                        long_side: int | None = None) -> torch.Tensor:
+    """The test-time resize of a C x H x W image before the sliding window.
+
+    `mmseg` (the protocol): `resize_mmseg` with the long side capped at `long_side`
+    (default `protocol_long_side(short_side)`). `antialias`: the short side exactly `short_side`,
+    bilinear antialiased, no cap (`sliding_window.resize_short_side`, the fine-tuning evaluation's).
+    """
+    if resize == "antialias":
+        return resize_short_side(image, short_side)
+    if resize != "mmseg":
+        raise ValueError(f"resize must be one of {list(RESIZES)}, got {resize!r}")
+    return resize_mmseg(image, short_side, protocol_long_side(short_side) if long_side is None else long_side)
 
 
 @torch.no_grad()
@@ -83,6 +136,9 @@ def dense_scores(
     window: int,
     stride: int,
     batch_size: int = 16,
+    *,
+    resize: str = "mmseg",
+    long_side: int | None = None,
 ) -> torch.Tensor:
     """K x H x W float32 cosine scores for a uint8 3 x H x W image.
 
@@ -90,10 +146,11 @@ def dense_scores(
     tokens B x h x w x D; `class_emb` (K x D) is normalised here. Where the resized image
     is smaller than the window it is zero-padded bottom/right to the window (mmseg pads
     too, though after normalisation) and the padded scores are cropped away before the
-    final resize. The scores live on patch_fn's output device.
+    final resize. The scores live on patch_fn's output device. `resize` and `long_side` choose
+    the test-time resize (`resize_for_zeroshot`).
     """
     height, width = image.shape[-2:]
-    resized = resize_short_side(image, short_side)
+    resized = resize_for_zeroshot(image, short_side, resize, long_side)
     resized_h, resized_w = resized.shape[-2:]
     padded = F.pad(resized, (0, max(window - resized_w, 0), 0, max(window - resized_h, 0)))
     boxes = slide_windows(*padded.shape[-2:], window, stride)
@@ -185,6 +242,8 @@ def evaluate_benchmark(
     stride: int,
     batch_size: int = 16,
     ignore_index: int = 255,
+    resize: str = "mmseg",
+    long_side: int | None = None,
 ) -> dict:
     """Dataset-level mIoU (per background threshold) and zero-shot top-1 over `samples`.
 
@@ -194,32 +253,39 @@ def evaluate_benchmark(
     every value of `thresholds`; without background, `thresholds` is unused. Top-1
     predicts each image's dominant foreground class from `global_fn` (B x 3 x window x
     window floats in [0, 1] -> B x D global embeddings) on the centre crop; images without
-    a labelled foreground pixel are not classified. Returns {"images", "miou": [{"threshold",
-    "miou"}...], "classified", "top1"} with mIoU the mmseg mean over classes present.
+    a labelled foreground pixel are not classified. `resize` and `long_side` choose the resize
+    before the sliding window (`resize_for_zeroshot`); the centre crop for top-1 keeps the
+    antialiased short-side resize. Returns {"images", "miou": [{"threshold",
+    "miou"}...], "classified", "top1", "counts"} with mIoU the mmseg mean over classes present
+    and "counts" the per-image `ImageCounts` of the first level (the configured threshold).
     """
+    if resize not in RESIZES:
+        raise ValueError(f"resize must be one of {list(RESIZES)}, got {resize!r}")
     levels = _levels(num_classes, class_emb.shape[0], with_background, thresholds)
     matrices = [ConfusionMatrix(num_classes, ignore_index) for _ in levels]
-    images = classified = correct = 0
+    keys, classified, correct = [], 0, 0
     for key, image, label in samples:
         if tuple(label.shape) != tuple(image.shape[-2:]):
             raise DataError(f"sample {key!r}: label is {tuple(label.shape)} but image is "
                             f"{tuple(image.shape[-2:])}; expected equal H x W")
-        scores = dense_scores(patch_fn, image, class_emb, short_side, window, stride, batch_size)
+        scores = dense_scores(patch_fn, image, class_emb, short_side, window, stride, batch_size,
+                              resize=resize, long_side=long_side)
         target = label.to(scores.device)
         for matrix, level in zip(matrices, levels):
             try:
                 matrix.update(predict(scores, level), target)
             except ValueError as err:
                 raise DataError(f"sample {key!r}: {err}") from err
-        images += 1
+        keys.append(key)
         dominant = dominant_class(label, num_classes, with_background, ignore_index)
         if dominant is not None:
             predicted = classify(global_fn(_center_window(image, window)), class_emb)
             correct += int(predicted[0] == dominant)
             classified += 1
     return {
-        "images": images,
+        "images": len(keys),
         "miou": [{"threshold": level, "miou": matrix.miou()} for level, matrix in zip(levels, matrices)],
         "classified": classified,
         "top1": correct / classified if classified else None,
+        "counts": matrices[0].image_counts(keys),
     }

@@ -6,9 +6,10 @@ from pathlib import Path
 import torch
 
 from pipeline.config import ZeroshotCfg
-from pipeline.datasets.concept_bank import prompt_name
+from pipeline.datasets.concept_bank import prompt_names
 from pipeline.datasets.shards import load_split
 from pipeline.datasets.specs import VIEWS, benchmark_classes, get_view
+from pipeline.evaluation.image_counts import ImageCounts
 from pipeline.evaluation.zeroshot import class_embeddings, evaluate_benchmark
 from pipeline.networks.encoder import Encoder
 from pipeline.networks.text_tower import TextTower, tokenize
@@ -36,16 +37,17 @@ def benchmark_thresholds(cfg: ZeroshotCfg, benchmark: str) -> list[float]:
 
 
 def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_root: Path, precision: str,
-                   global_token: str = "cls") -> dict:
+                   global_token: str = "cls") -> tuple[dict, dict[str, ImageCounts]]:
     """Flat metrics: miou_<b> and top1_<b> per benchmark; for a with-background benchmark also
-    miou_<b>_thr<t> per swept threshold and miou_<b>_tuned_on_eval (the best of them, chosen on the eval set)."""
+    miou_<b>_thr<t> per swept threshold and miou_<b>_tuned_on_eval (the best of them, chosen on the eval set).
+    Also the per-image counts behind each miou_<b>, per benchmark."""
     device = next(tower.parameters()).device
     patch_fn, global_fn = tower_functions(tower, precision, global_token)
-    metrics, means = {}, {"with_background": [], "without_background": []}
+    metrics, counts, means = {}, {}, {"with_background": [], "without_background": []}
     for benchmark in cfg.benchmarks:
         classes = benchmark_classes(benchmark)
         with_background = classes[0] == "background"
-        names = [prompt_name(c) for c in (classes[1:] if with_background else classes)]
+        names = list(prompt_names(benchmark)[1:] if with_background else prompt_names(benchmark))
         with torch.no_grad():
             class_emb = class_embeddings(lambda t: text.encode(t.to(device)), tokenize, names)
         view = get_view(benchmark) if benchmark in VIEWS else None
@@ -54,13 +56,14 @@ def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_roo
         result = evaluate_benchmark(samples, patch_fn, global_fn, class_emb, num_classes=len(classes),
                                     with_background=with_background, thresholds=thresholds,
                                     short_side=cfg.short_side, window=cfg.window, stride=cfg.stride,
-                                    batch_size=cfg.batch_size)
+                                    batch_size=cfg.batch_size, resize=cfg.resize, long_side=cfg.long_side)
         metrics.update(_benchmark_metrics(benchmark, result))
+        counts[benchmark] = result["counts"]
         means["with_background" if with_background else "without_background"].append(metrics[f"miou_{benchmark}"])
     for kind, values in means.items():
         if values:
             metrics[f"miou_mean_{kind}"] = sum(values) / len(values)
-    return metrics
+    return metrics, counts
 
 
 def _benchmark_metrics(benchmark: str, result: dict) -> dict:

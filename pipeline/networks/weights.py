@@ -2,13 +2,18 @@
 
 Every load is strict and every failure names the file, so a wrong or damaged
 checkpoint stops a run instead of silently leaving random weights in place.
+Every safetensors file written here records the sha256 of its tensors in its own
+metadata, and every load checks it: a file damaged after it was written (a bit
+flip, an edit) is refused, not used.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import safetensors.torch
 import torch
+from safetensors import safe_open
 from torch import nn
 
 from pipeline.atomic import atomic_path
@@ -35,12 +40,39 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"checkpoint file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            content = safetensors.torch.load_file(path, device="cpu")
+            with safe_open(path, framework="pt", device="cpu") as f:
+                recorded = (f.metadata() or {}).get(SHA256_KEY)
+                content = {name: f.get_tensor(name) for name in f.keys()}
         else:
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            recorded, content = None, torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"cannot read checkpoint {path} (truncated or not a weight file?): {err}") from err
+    if recorded is not None and tensors_sha256(content) != recorded:
+        raise CheckpointError(f"checkpoint {path}: its tensors differ from the sha256 recorded when it was written "
+                              "(damaged or edited since)")
     return _unwrap(content, path)
+
+
+def verify_weights(path: str | Path, stage: str) -> None:
+    """Check, before any compute, that the weight file `stage` wrote reads and matches its recorded sha256; a
+    failure names the file and the command that rewrites it."""
+    try:
+        load_state_dict_file(path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}; re-run: dvc repro -f -s {stage}") from None
+
+
+SHA256_KEY = "sha256"  # safetensors metadata: tensors_sha256 of the file's tensors when it was written
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of `tensors`, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _unwrap(content: object, path: Path) -> dict[str, torch.Tensor]:
@@ -92,4 +124,4 @@ def save_state_dict(module_or_sd: nn.Module | dict[str, torch.Tensor], path: str
     state_dict = module_or_sd.state_dict() if isinstance(module_or_sd, nn.Module) else module_or_sd
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
-        safetensors.torch.save_file(tensors, tmp)
+        safetensors.torch.save_file(tensors, tmp, metadata={SHA256_KEY: tensors_sha256(tensors)})

@@ -1,7 +1,7 @@
 """The configured model zoo at a crop and patch size: parameters, token grid, prefix tokens, normalisation.
 
 Every encoder is built exactly as fine-tuning builds it (native timm model, resize,
-family hooks) but on PyTorch's meta device, so listing all twenty ViT-B/L
+family hooks) but on PyTorch's meta device, so listing all 22 ViT-B/L
 encoders takes seconds and downloads nothing.
 """
 from __future__ import annotations

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.atomic import write_json
+from pipeline.atomic import check_writable, write_json
 from pipeline.datasets.caption_shards import caption_shard_paths
 from pipeline.networks.tower import build_tower
-from pipeline.networks.weights import save_state_dict
+from pipeline.networks.weights import save_state_dict, verify_weights
 from pipeline.stages.common import checkpointer, main, parser, processes
 from pipeline.training.align import align_text, fingerprint
 from pipeline.training.feature_cache import cache_fingerprint
@@ -20,13 +20,19 @@ def run(args, params) -> None:
     cfg, variant = params.align, params.tower_variant(args.tower)
     concept_weight = params.method(args.method).concept_weight
     weights = paths.encoder_weights(args.tower, cfg.size)
+    check_writable(files=[paths.aligned_text(args.tower, args.method), paths.align_metrics(args.tower, args.method)],
+                   folders=[paths.align_plots(args.tower, args.method),
+                            *([params.checkpoint.dir] if params.checkpoint.every else []),
+                            *([cfg.cache_dir] if cfg.feature_cache == "disk" else [])])
+    verify_weights(weights, f"pretrain@{args.tower}-{cfg.size}")
+    shards = caption_shard_paths(paths.CONCEPTS)  # checked against their manifest
     tower = build_tower(variant, weights, cfg.image_size, cfg.normalization)
     cache_dir = Path(cfg.cache_dir) / cache_fingerprint(weights, variant, cfg.image_size, cfg.normalization)
     name = paths.align_name(args.tower, args.method)
     with processes() as procs:
         saver = checkpointer(args, params, f"align@{name}", procs, cfg.workers,
                              fingerprint(cfg, params.text_tower, concept_weight, variant, weights, paths.CONCEPTS))
-        result = align_text(tower, cfg, params.text_tower, concept_weight, caption_shard_paths(paths.CONCEPTS),
+        result = align_text(tower, cfg, params.text_tower, concept_weight, shards,
                             live_dir=paths.align_plots(args.tower, args.method), checkpointer=saver, procs=procs,
                             cache_dir=cache_dir, name=name)
         if result is None:

@@ -6,6 +6,7 @@ import contextlib
 import sys
 from typing import Callable, Iterator
 
+from pipeline.atomic import sweep_temporaries
 from pipeline.config import Params, load_params
 from pipeline.errors import PipelineError
 from pipeline.training.checkpoint import FRESH_ENV, Checkpointer, fresh_requested, run_directory
@@ -24,7 +25,9 @@ def parser(description: str, training: bool = False) -> argparse.ArgumentParser:
 
 
 def main(stage: Callable[[argparse.Namespace, Params], None], args: argparse.Namespace) -> None:
-    """Load and validate params, run the stage; errors the user can fix exit 1 with a one-line message."""
+    """Sweep killed stages' temporaries, load and validate params, run the stage; errors the user can fix exit 1
+    with a one-line message."""
+    sweep_temporaries()
     try:
         params = load_params(args.params)
         stage(args, params)

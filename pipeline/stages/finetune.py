@@ -1,12 +1,15 @@
-"""finetune@<model>-<setting>-<seed>: fine-tune one model under one setting, evaluate, write metrics.
+"""finetune@<model>-<setting>-<seed>: fine-tune one model under one setting, evaluate, write metrics, the
+per-image counts of the evaluation, and its confusion matrix and preview images (for the figures stage).
 
 Under torchrun (dvc.yaml's `$LAUNCH`) every process trains and the main one evaluates and writes.
 """
 from __future__ import annotations
 
 from pipeline import paths
-from pipeline.atomic import write_json
-from pipeline.networks.weights import save_state_dict
+from pipeline.atomic import check_writable, write_json
+from pipeline.datasets.shards import verify_shards
+from pipeline.evaluation import image_counts, previews
+from pipeline.networks.weights import save_state_dict, verify_weights
 from pipeline.stages.common import checkpointer, main, parser, processes
 from pipeline.training.finetune import finetune, fingerprint
 
@@ -15,6 +18,13 @@ def run(args, params) -> None:
     run_cfg = params.run(args.model, args.setting, args.seed)
     train_shards = paths.shards(run_cfg.setup.dataset)
     weights = paths.encoder_weights(args.model, run_cfg.setup.size)
+    name = run_cfg.name  # before any compute: every output can be written, every input is intact
+    check_writable(files=[paths.finetune_counts(name), paths.finetune_previews(name), paths.finetune_metrics(name)],
+                   folders=[paths.finetune_dir(name), paths.train_plots(name),
+                            *([params.checkpoint.dir] if params.checkpoint.every else [])])
+    verify_weights(weights, f"pretrain@{args.model}-{run_cfg.setup.size}")
+    verify_shards(train_shards, "train")
+    verify_shards(paths.shards(run_cfg.setup.eval_dataset), "val")
     with processes() as procs:
         saver = checkpointer(args, params, f"finetune@{run_cfg.name}", procs, params.finetune.workers,
                              fingerprint(run_cfg, params.finetune, params.mask2former, weights, train_shards))
@@ -24,6 +34,8 @@ def run(args, params) -> None:
         if result is None:
             return
         save_state_dict(result.model, paths.finetune_dir(run_cfg.name) / "segmenter.safetensors")
+        image_counts.save(paths.finetune_counts(run_cfg.name), {run_cfg.setup.eval_dataset: result.counts})
+        previews.save(paths.finetune_previews(run_cfg.name), result.evaluation)
         write_json(paths.finetune_metrics(run_cfg.name), result.metrics)
         saver.finish()
     m = result.metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from pipeline import paths
+from pipeline.atomic import check_writable
 from pipeline.config import ConfigError
 from pipeline.datasets.shards import prepare_dataset
 from pipeline.stages.common import main, parser
@@ -13,6 +14,7 @@ def run(args, params) -> None:
     if args.dataset not in params.datasets:
         raise ConfigError(f"--dataset: unknown value {args.dataset!r}; allowed (datasets in params.yaml): "
                           f"{list(params.datasets)}")
+    check_writable(folders=[paths.shards(args.dataset)])
     start = time.perf_counter()
     manifest = prepare_dataset(
         args.dataset,

@@ -7,6 +7,7 @@ that finetune loads strictly, so fine-tuning never needs the network.
 from __future__ import annotations
 
 from pipeline import paths
+from pipeline.atomic import check_writable
 from pipeline.config import TOY_PRETRAININGS
 from pipeline.datasets.shards import shard_paths
 from pipeline.datasets.specs import get_spec
@@ -19,6 +20,8 @@ from pipeline.training.pretrain import pretrain_toy
 def run(args, params) -> None:
     variant = params.variant(args.model, args.size)
     model_cfg = params.model_cfg[args.model]
+    out = paths.encoder_weights(args.model, args.size)
+    check_writable(files=[out])
     if model_cfg.pretraining in TOY_PRETRAININGS:
         spec = get_spec(params.pretrain.dataset)
         shards = shard_paths(paths.shards(params.pretrain.dataset), "train")
@@ -29,7 +32,6 @@ def run(args, params) -> None:
         if model_cfg.pretraining == "file":
             load_strict(model, load_state_dict_file(variant.checkpoint), source=variant.checkpoint)
         state = model.state_dict()
-    out = paths.encoder_weights(args.model, args.size)
     save_state_dict(state, out)
     print(f"{args.model} ({args.size}, {model_cfg.pretraining}): {sum(v.numel() for v in state.values()) / 1e6:.2f}M "
           f"parameters -> {out}")

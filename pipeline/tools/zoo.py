@@ -1,6 +1,6 @@
 """List the model zoo: each encoder's parameters and token grid at the configured crop and patch size.
 
-    python -m pipeline.tools.zoo --params params-paper.yaml                 # the paper's 20 encoders
+    python -m pipeline.tools.zoo --params params-paper.yaml                 # the paper's 20 encoders + SimZSS's 2
     python -m pipeline.tools.zoo --params params-paper.yaml --patch-size 8  # the patch-8 setting
 
 Defaults: every model in model_cfg, every size in `sizes`, the crop of the base setup's dataset,

@@ -29,6 +29,7 @@ from pipeline.training.finetune import NonFiniteLossError, seed_everything
 from pipeline.training.optim import count_trainable
 from pipeline.training.precision import autocast, grad_scaler, resolve_precision
 from pipeline.training.simzss_loss import simzss_loss
+from pipeline.training.progress import Progress
 from pipeline.training.train_log import TrainLog
 
 
@@ -206,6 +207,7 @@ def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextCfg, concept_weight:
     if resumed:
         set_rng_state(resumed.rng)
     log = TrainLog(live_dir, procs, resumed.extra["history"] if resumed else None)
+    progress = Progress(f"align@{name}", cfg.steps, initial=start, every=cfg.log_every, enabled=procs.is_main)
 
     def vision(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalized_tokens(tower, images.float().div_(255), precision, cfg.global_token)
@@ -224,16 +226,19 @@ def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextCfg, concept_weight:
                                f"{name}, optimizer step {step}", procs)
         except NonFiniteLossError as err:
             log.close()
+            progress.close()
             raise NonFiniteLossError(f"{err} ({checkpointer.last_saved()})") from None
         for key, value in terms.items():
             sums[key] = sums.get(key, 0.0) + value
+        lr = trainer.optimizer.param_groups[0]["lr"]
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.log(step, {f"train/{k}": v for k, v in terms.items()}
-                    | {"train/lr": trainer.optimizer.param_groups[0]["lr"]})
+            log.log(step, {f"train/{k}": v for k, v in terms.items()} | {"train/lr": lr})
+        progress.update(step, loss=terms["loss"], lr=lr)
         if checkpointer.due(step, cfg.steps):
             extra = {"seconds": seconds + time.perf_counter() - started, "history": log.history, "sums": sums,
                      "terms": terms}
             checkpointer.save(step, trainer.model, trainer.optimizer, trainer.schedule, trainer.scaler, extra)
+    progress.close()
     log.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -7,6 +7,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,15 +19,22 @@ from pipeline.datasets.augment import TrainAugment
 from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256, load_split, shard_paths
 from pipeline.datasets.specs import get_spec
 from pipeline.errors import PipelineError
+from pipeline.evaluation.image_counts import ImageCounts
 from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.previews import RunEvaluation, make_preview
 from pipeline.evaluation.sliding_window import predict
 from pipeline.networks.segmenter import Segmenter, build_segmenter
 from pipeline.training.criteria import Criterion, build_criterion
-from pipeline.training.checkpoint import Checkpointer, set_rng_state, weights_sha256
+from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state, weights_sha256
 from pipeline.training.distributed import Processes
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
 from pipeline.training.precision import autocast, grad_scaler, resolve_precision
+from pipeline.training.progress import Progress
 from pipeline.training.train_log import TrainLog
+
+NOT_IN_FINGERPRINT = ("log_every", "val_every", "preview_images")
+"""FinetuneCfg keys that do not change the trained weights (logging, validation, figures): a checkpoint written
+under other values resumes."""
 
 
 class NonFiniteLossError(PipelineError):
@@ -37,6 +45,8 @@ class NonFiniteLossError(PipelineError):
 class FinetuneResult:
     model: Segmenter
     metrics: dict
+    counts: ImageCounts  # per validation image, for the rank stage's bootstrap
+    evaluation: RunEvaluation  # confusion matrix and preview images, for the figures stage
 
 
 def seed_everything(seed: int) -> None:
@@ -60,7 +70,8 @@ def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, devi
 
 def fingerprint(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, weights: Path, train_shards: Path) -> dict:
     """What determines a fine-tuning run's result: its params and the digests of its inputs."""
-    return {"params": {"run": asdict(run), "finetune": {k: v for k, v in asdict(cfg).items() if k != "log_every"},
+    return {"params": {"run": asdict(run), "finetune": {k: v for k, v in asdict(cfg).items()
+                                                       if k not in NOT_IN_FINGERPRINT},
                        "mask2former": asdict(mask2former) if run.setup.decoder == "mask2former" else None},
             "inputs": {"weights_sha256": weights_sha256(weights),
                        "data_sha256": file_sha256(train_shards / MANIFEST)}}
@@ -69,11 +80,15 @@ def fingerprint(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, weights
 def train(
     model: Segmenter, shards: list[str], run: Run, cfg: FinetuneCfg, criterion: Criterion, device: torch.device,
     live_dir: Path | None, checkpointer: Checkpointer, procs: Processes,
+    validate: Callable[[], dict[str, float]] | None = None,
 ) -> float:
-    """Run `run.steps` optimizer steps of micro-batches x accumulation x processes samples; the seconds spent.
+    """Run `run.steps` optimizer steps of micro-batches x accumulation x processes samples; the seconds spent
+    training (validation excluded).
 
     A killed run resumes from the checkpointer's last checkpoint; under torchrun the model is
     wrapped in DDP, which averages the gradients over processes on the last micro-batch of a step.
+    Every `cfg.val_every` optimizer steps (0: never) every process runs `validate` (which shares the images out)
+    and the main one logs its values as `val/<name>`; see `validation` for why that leaves the training unchanged.
     """
     precision = resolve_precision(cfg.precision, device)
     accumulation = cfg.accumulation(procs.world_size)
@@ -88,8 +103,9 @@ def train(
     parallel = DistributedDataParallel(model) if procs.distributed else model
     forward = torch.compile(parallel) if run.compile else parallel
     log = TrainLog(live_dir, procs, resumed.extra["history"] if resumed else None)
+    progress = Progress(f"finetune@{run.name}", run.steps, initial=start, every=cfg.log_every, enabled=procs.is_main)
     model.train()
-    started = time.perf_counter()
+    started, validating = time.perf_counter(), 0.0
     for step in range(start + 1, run.steps + 1):
         total, terms = 0.0, {}
         for micro in range(accumulation):
@@ -109,40 +125,79 @@ def train(
         total = procs.mean(total)
         if not math.isfinite(total):
             log.close()
+            progress.close()
             raise NonFiniteLossError(f"{run.name}: loss is {total} at optimizer step {step}; stopping "
                                      f"({checkpointer.last_saved()})")
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         schedule.step()
+        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
         if step % cfg.log_every == 0 or step == run.steps:
             values = {"train/loss": total, **{f"train/{k}": procs.mean(v) for k, v in terms.items()}}
-            log.log(step, values | {f"train/lr_{g['name']}": g["lr"] for g in optimizer.param_groups})
+            log.log(step, values | {f"train/lr_{name}": lr for name, lr in lrs.items()})
+        progress.update(step, loss=total, lr=lrs.get("decoder", next(iter(lrs.values()))))
+        if validate is not None and cfg.val_every and step % cfg.val_every == 0:
+            val_started = time.perf_counter()
+            scores = validation(model, validate)
+            validating += time.perf_counter() - val_started
+            log.log(step, {f"val/{name}": value for name, value in scores.items()})
+            progress.write(f"finetune@{run.name} step {step}: validation "
+                           + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
         if checkpointer.due(step, run.steps):
-            elapsed = seconds + time.perf_counter() - started
+            elapsed = seconds + time.perf_counter() - started - validating
             checkpointer.save(step, model, optimizer, schedule, scaler, {"seconds": elapsed, "history": log.history})
+    progress.close()
     log.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return seconds + time.perf_counter() - started
+    return seconds + time.perf_counter() - started - validating
+
+
+def validation(model: Segmenter, validate: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """`validate()` in the middle of training, leaving the training as if it had not run.
+
+    It runs in eval mode under no_grad (the optimizer, the gradients and the schedule are untouched; no dropout or
+    drop-path is drawn), and every RNG state (Python, NumPy, torch, CUDA) is saved before and restored after, so
+    the rest of the training draws the same random numbers. The training data iterator is not touched. So the
+    trained weights are the same with validation on or off (bit-identical on CPU, tests/test_training.py; on CUDA
+    as far as its kernels are deterministic).
+    """
+    state = rng_state()
+    try:
+        return validate()
+    finally:
+        set_rng_state(state)
+        model.train()
 
 
 @torch.no_grad()
 def evaluate(
-    model: Segmenter, samples, crop: int, num_classes: int, ignore_index: int, precision: str, device: torch.device
-) -> ConfusionMatrix:
-    """Sliding-window inference on every sample; dataset-level confusion matrix."""
+    model: Segmenter, samples, crop: int, num_classes: int, ignore_index: int, precision: str, device: torch.device,
+    keep: frozenset[str] = frozenset(), desc: str = "evaluate", brief: bool = False, show: bool = True,
+) -> tuple[ConfusionMatrix, dict[str, torch.Tensor]]:
+    """Sliding-window inference on every sample; the dataset-level confusion matrix, and the predictions (H x W
+    train ids, on the CPU) of the samples whose key is in `keep`.
+
+    Progress: a bar on a terminal, else a line every tenth of the samples; `brief` (a validation during training)
+    removes the bar when done and prints no lines; `show=False` shows nothing (a process other than the main)."""
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index)
+    kept = {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(precision, device):
             return model.scores(x).float()
 
-    for _, image, label in samples:
-        prediction = predict(forward, image.to(device), crop, num_classes)
-        confusion.update(prediction.cpu(), label.long())
-    return confusion
+    every = 0 if brief else max(1, len(samples) // 10)
+    with Progress(desc, len(samples), unit="image", every=every, leave=not brief, enabled=show) as progress:
+        for done, (key, image, label) in enumerate(samples, 1):
+            prediction = predict(forward, image.to(device), crop, num_classes).cpu()
+            confusion.update(prediction, label.long())
+            if key in keep:
+                kept[key] = prediction
+            progress.update(done)
+    return confusion, kept
 
 
 def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shards: Path, eval_shards: Path,
@@ -165,14 +220,32 @@ def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shar
     ).to(device)
     model.encoder.set_frozen(run.setup.freeze_encoder)
     criterion = build_criterion(run.setup.decoder, spec.num_classes, spec.ignore_index, mask2former, device)
+    precision = resolve_precision(cfg.precision, device)
+    loaded: list = []
+
+    def samples() -> list:
+        """The validation split, read once (by the first validation, or the final evaluation)."""
+        if not loaded:
+            loaded.append(load_split(eval_shards, "val"))
+        return loaded[0]
+
+    def validate() -> dict[str, float]:
+        """mIoU and pixel accuracy on the evaluation split, each process evaluating its share of the images (so
+        under torchrun no process waits on the others for a whole evaluation)."""
+        mine = samples()[procs.rank::procs.world_size]
+        confusion, _ = evaluate(model, mine, run.crop, eval_spec.num_classes, eval_spec.ignore_index, precision,
+                                device, desc=f"validate@{run.name}", brief=True, show=procs.is_main)
+        confusion.matrix = sum(procs.gather_objects(confusion.matrix))
+        return {"miou": confusion.miou(), "pixel_accuracy": confusion.pixel_accuracy()}
+
     train_seconds = train(model, shard_paths(train_shards, "train"), run, cfg, criterion, device, live_dir,
-                          checkpointer, procs)
+                          checkpointer, procs, validate)
     if not procs.is_main:
         return None
     eval_start = time.perf_counter()
-    samples = load_split(eval_shards, "val")
-    precision = resolve_precision(cfg.precision, device)
-    confusion = evaluate(model, samples, run.crop, eval_spec.num_classes, eval_spec.ignore_index, precision, device)
+    keep = frozenset(sorted(key for key, _, _ in samples())[:cfg.preview_images])
+    confusion, predictions = evaluate(model, samples(), run.crop, eval_spec.num_classes, eval_spec.ignore_index,
+                                      precision, device, keep=keep, desc=f"evaluate@{run.name}")
     metrics = {
         "miou": confusion.miou(),
         "pixel_accuracy": confusion.pixel_accuracy(),
@@ -181,10 +254,13 @@ def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shar
         "crops_per_second": run.steps * cfg.batch_size / train_seconds,
         "optimizer_steps": run.steps,
         "trainable_params": count_trainable(model),
-        "eval_images": len(samples),
+        "eval_images": len(samples()),
     }
     metrics.update(per_class_iou(confusion, eval_spec.classes))
-    return FinetuneResult(model, metrics)
+    previews = tuple(make_preview(key, image, label, predictions[key])
+                     for key, image, label in sorted(samples(), key=lambda s: s[0]) if key in keep)
+    return FinetuneResult(model, metrics, confusion.image_counts(key for key, _, _ in samples()),
+                          RunEvaluation(run.setup.eval_dataset, confusion.matrix.numpy(), previews))
 
 
 def per_class_iou(confusion: ConfusionMatrix, classes: tuple[str, ...]) -> dict[str, float]:

@@ -166,11 +166,18 @@ class Mask2FormerLoss(nn.Module):
         return total, terms
 
     def class_loss(self, class_logits: torch.Tensor, targets: list[MaskTarget], matching: Matching) -> torch.Tensor:
-        """Weighted mean CE over all B x Q queries; unmatched queries target no-object (index num_classes)."""
+        """Weighted mean CE over the queries of the images with a labelled pixel; unmatched queries target
+        no-object (index num_classes). An all-ignore image (a crop that found no labelled pixel within its
+        redraws) says nothing about its queries, so it is left out, and a batch of them gives 0."""
         target_classes = torch.full(class_logits.shape[:2], self.num_classes, dtype=torch.long,
                                     device=class_logits.device)
         for b, (target, (pred_idx, tgt_idx)) in enumerate(zip(targets, matching)):
             target_classes[b, pred_idx] = target.classes.to(class_logits.device)[tgt_idx]
+        labelled = [b for b, target in enumerate(targets) if len(target.classes)]
+        if not labelled:
+            return class_logits.sum() * 0.0
+        if len(labelled) < len(targets):
+            class_logits, target_classes = class_logits[labelled], target_classes[labelled]
         weights = self.class_weights.to(class_logits.device)
         return F.cross_entropy(class_logits.transpose(1, 2), target_classes, weight=weights)
 

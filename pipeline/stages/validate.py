@@ -1,0 +1,42 @@
+"""validate: check the whole params.yaml before any other stage runs.
+
+Every other stage depends on this stage's output, so `dvc repro` and `dvc exp run` run it first: a bad params.yaml
+(an unknown key, with the closest allowed one; an unknown model, setting, tower or method; a missing per-id config)
+stops the pipeline here with the project's own message, before DVC deletes any stage's outputs to re-run it.
+The output only records that the check passed and never changes, so editing params re-runs this stage but nothing
+downstream of it: each stage still re-runs for the keys it reads only.
+`make repro` runs this command before `dvc repro` too: DVC itself fails first, and without naming the typo, when a
+key that dvc.yaml interpolates (`models`, `pretrain.dataset`, ...) is missing.
+
+Deliberately light (no torch, no stages.common): it runs at the start of every pipeline.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.atomic import sweep_temporaries, write_text
+from pipeline.config import load_params
+from pipeline.errors import PipelineError
+
+OUTPUT = "params.validated"  # dvc.yaml: the validate stage's output, a dependency of every other stage
+CONTENT = "params.yaml passed pipeline.config's checks (python -m pipeline.stages.validate)\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    args = p.parse_args(argv)
+    sweep_temporaries()
+    try:
+        params = load_params(args.params)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    write_text(OUTPUT, CONTENT)
+    runs = len(params.models) * len(params.settings) * len(params.seeds)
+    print(f"{args.params}: valid ({runs} finetune runs, {len(params.towers) * len(params.methods)} alignments)")
+
+
+if __name__ == "__main__":
+    main()
