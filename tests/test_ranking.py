@@ -173,3 +173,14 @@ def test_fewer_than_two_common_models_give_no_tau():
     assert math.isnan(comparison.loc["lone", "tau"])
     summary, comparison = with_bootstrap(summarize(results), comparison.reset_index())
     assert not {"tau", "tau_ci_low", "p_tau_below_1"} & set(ranking_metrics(summary, comparison)["settings"]["lone"])
+
+
+def test_figure_1_draws_an_interval_that_leaves_out_the_headline_tau(tmp_path):
+    # A percentile interval need not contain the headline tau (here 1.0 with an interval of [0.33, 0.8]).
+    from pipeline.analysis.figures import tau_bars
+
+    comparison = pd.DataFrame({"setting": ["default", "patch8"], "tau": [1.0, 1.0], "time_ratio": [1.0, 2.0],
+                               "tau_ci_low": [1.0, 0.33], "tau_ci_high": [1.0, 0.8],
+                               "p_tau_below_1": [0.0, 1.0]})
+    tau_bars(comparison, "default", tmp_path / "tau.png")
+    assert (tmp_path / "tau.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

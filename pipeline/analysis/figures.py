@@ -26,8 +26,10 @@ def tau_bars(comparison: pd.DataFrame, base_setting: str, path: Path) -> None:
     colours = ["tab:green" if t >= 0.7 else "tab:orange" if t >= 0.4 else "tab:red" for t in rows.tau.fillna(0)]
     ax.barh(rows.setting, rows.tau.fillna(0), color=colours)
     shown = rows[rows.tau.notna() & rows.tau_ci_low.notna()]
-    ax.errorbar(shown.tau, shown.index, xerr=[shown.tau - shown.tau_ci_low, shown.tau_ci_high - shown.tau],
-                fmt="none", ecolor="black", elinewidth=1, capsize=3)
+    # Drawn from the interval's ends, not as +- errors: a percentile interval need not contain the headline tau.
+    ax.hlines(shown.index, shown.tau_ci_low, shown.tau_ci_high, color="black", linewidth=1)
+    ax.plot(pd.concat([shown.tau_ci_low, shown.tau_ci_high]), pd.concat([shown.index.to_series()] * 2), "|",
+            color="black", markersize=8)
     for y, row in rows.iterrows():
         label = "τ n/a" if pd.isna(row.tau) else f"τ={row.tau:.2f}"
         if pd.notna(row.p_tau_below_1):
