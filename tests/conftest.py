@@ -34,7 +34,8 @@ def study_params_raw(repo: Path = REPO) -> dict:
 
 def _study_params(repo: Path) -> tuple[dict, str | None]:
     """(the params the tests use, a note when the workspace's params.yaml differs from the committed one)."""
-    from pipeline.config import ConfigError, parse_params
+    from pipeline.config import parse_params
+    from pipeline.errors import ConfigError
 
     workspace = yaml.safe_load((repo / "params.yaml").read_text())
     text = committed_text("params.yaml", repo)

@@ -26,7 +26,7 @@ import safetensors.torch
 import torch
 
 from pipeline import paths
-from pipeline.datasets.miniature import encode_jpeg, encode_png
+from pipeline.datasets.miniature.formats import encode_jpeg, encode_png
 from pipeline.datasets.shards import prepare_dataset
 from pipeline.networks import encoder
 from pipeline.networks.encoder import create_native_model
@@ -45,7 +45,7 @@ RUN = "random-default-0"
 STAGES = {  # stage -> (run function, default CLI arguments); `validate` has its own CLI (it imports no stage code)
     "prepare": (prepare.run, {"dataset": "ade20k"}),
     "pretrain": (pretrain.run, {"model": "random", "size": "base"}),
-    "finetune": (finetune.run, {"model": "random", "setting": "default", "seed": 0}),
+    "finetune": (finetune.run, {"model": "random", "setting": "default", "seed": 0, "fresh": False}),
 }
 RAW = {  # dataset -> (official archive, files generator)
     "ade20k": ("ADEChallengeData2016.zip", lambda: _ade_files(np.random.default_rng(0))[0]),
@@ -307,7 +307,7 @@ PARAMS_CASES = [
                  r"models\[1\]: unknown value 'nope'; allowed: \['mim', 'random', 'supervised'\]",
                  id="params-unknown-model"),
     pytest.param("finetune", set_param("data_cfg.ade20k.steps", 0),
-                 r"data_cfg\.ade20k: crop and steps must be positive, got crop=96, steps=0",
+                 r"data_cfg\.ade20k\.steps must be positive, got 0$",
                  id="params-zero-steps"),
     pytest.param("finetune", set_param("finetune.batch_size", -8),
                  r"finetune\.batch_size must be positive, got -8", id="params-negative-batch-size"),
@@ -325,7 +325,8 @@ PARAMS_CASES = [
                  r"the crop 96 \(data_cfg\.ade20k\.crop\)",
                  id="params-setting-patch-size-does-not-divide-crop"),
     pytest.param("finetune", set_param("setting_cfg.default", {"decoderr": "linear"}),
-                 r"setting_cfg\.default\.decoderr: a setting can only override base setup keys \['decoder', ",
+                 r"setting_cfg\.default: unknown key\(s\) \['decoderr'\] \(did you mean 'decoder'\?\); allowed: "
+                 r"\['decoder', 'size', ",
                  id="params-setting-overrides-unknown-key"),
     pytest.param("finetune", set_param("checkpoint.every", -1),
                  r"checkpoint\.every must be >= 0 \(0 = no checkpoints\), got -1",

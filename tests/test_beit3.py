@@ -10,11 +10,12 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from pipeline.errors import CheckpointError
 from pipeline.networks.beit3 import (
     SUB_LN_KWARGS, build_beit3_model, convert_beit3_checkpoint, convert_beit3_state_dict,
 )
 from pipeline.networks.encoder import Encoder
-from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict
+from pipeline.networks.weights import load_state_dict_file, load_strict
 from pipeline.tools import convert_beit3 as cli
 
 REPO = Path(__file__).resolve().parents[1]

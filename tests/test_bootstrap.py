@@ -12,8 +12,9 @@ from pipeline.analysis.bootstrap import (
     with_intervals,
 )
 from pipeline.analysis.ranking import compare_settings, format_table, plot_records, ranking_metrics, summarize
+from pipeline.errors import CountsError
 from pipeline.evaluation import image_counts
-from pipeline.evaluation.image_counts import CountsError, ImageCounts
+from pipeline.evaluation.image_counts import ImageCounts
 
 K = 4
 

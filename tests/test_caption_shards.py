@@ -12,8 +12,8 @@ from pipeline.datasets.bpe_spans import clip_tokenizer
 from pipeline.datasets.caption_shards import (caption_shard_paths, decode_caption_sample,
                                               read_manifest, write_caption_shards)
 from pipeline.datasets.concepts import concept_extractor
-from pipeline.datasets.miniature import encode_jpeg, write_zip
-from pipeline.datasets.specs import DataError
+from pipeline.datasets.miniature.formats import encode_jpeg, write_zip
+from pipeline.errors import DataError
 
 GREEN, BLUE = (0, 200, 0), (0, 0, 200)
 BANK = ("bus", "fire hydrant", "person", "room", "traffic light")

@@ -10,10 +10,11 @@ import pytest
 import scipy.io
 from pycocotools import mask as coco_mask
 
-from pipeline.datasets.miniature import encode_jpeg, encode_png, write_tar, write_zip
+from pipeline.datasets.miniature.formats import encode_jpeg, encode_png, write_tar, write_zip
 from pipeline.datasets.readers import CaptionRef, list_captions, list_samples
 from pipeline.datasets.shards import load_split, prepare_dataset
-from pipeline.datasets.specs import DataError, get_view
+from pipeline.datasets.specs import get_view
+from pipeline.errors import DataError
 
 # pycocotools 2.0.11's mask.decode trips a numpy 2 DeprecationWarning inside the library.
 pytestmark = pytest.mark.filterwarnings(

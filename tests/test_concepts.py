@@ -11,16 +11,15 @@ import torch
 import yaml
 from spacy.tokens import Doc
 
-from pipeline.config import ConfigError, parse_params
+from pipeline.config import parse_params
 from pipeline.datasets.bpe_spans import clip_tokenizer, tokenize_caption
 from pipeline.datasets.caption_shards import encode_caption
 from pipeline.datasets.concept_bank import (AUTHORS_BANK, concept_bank, load_bank, natural_name,
                                             prompt_names, read_bank)
-from pipeline.datasets.concepts import (Concept, SpacyModelError, bank_match, concept_extractor,
-                                        load_spacy, noun_chunks)
+from pipeline.datasets.concepts import Concept, bank_match, concept_extractor, load_spacy, noun_chunks
 from pipeline.datasets.specs import (COCO_OBJECT_PROMPT_NAMES, PROMPT_NAMES, SPECS, VIEWS,
                                      benchmark_classes)
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError, SpacyModelError
 from pipeline.evaluation import zeroshot_suite
 from pipeline.stages import concepts as concepts_stage
 from tests.conftest import REPO

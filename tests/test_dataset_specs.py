@@ -5,8 +5,9 @@ import torchvision
 
 from pipeline.datasets.specs import (COCO_OBJECT_CLASSES, COCO_STUFF_CLASSES, COCO_STUFF_IDS,
                                      COCO_THING_IDS, PASCAL_CONTEXT_CLASSES, PASCAL_CONTEXT_IDS,
-                                     SPECS, VIEWS, DataError, benchmark_classes,
+                                     SPECS, VIEWS, benchmark_classes,
                                      cityscapes_palette, get_spec, get_view, voc_palette)
+from pipeline.errors import DataError
 
 
 def _torchvision_table() -> dict[int, int]:

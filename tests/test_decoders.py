@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from pipeline.networks.decoders import DECODERS, LinearDecoder
-from pipeline.networks.segmenter import Segmenter, build_segmenter, upsample_logits
+from pipeline.evaluation.windows import upsample_logits
+from pipeline.networks.segmenter import Segmenter, build_segmenter
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2)
 

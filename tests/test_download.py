@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from pipeline.datasets.download import DownloadError, checksum_of, download_file, verify_file
-from pipeline.datasets.specs import DataError
+from pipeline.datasets.download import checksum_of, download_file, verify_file
+from pipeline.errors import DataError, DownloadError
 from tests.loopback_http import BODY, HALF, Route, Server, server  # noqa: F401  (server is a fixture)
 
 

@@ -6,9 +6,10 @@ import torch.nn.functional as F
 from timm.layers import resample_patch_embed
 from timm.models import get_pretrained_cfg
 
+from pipeline.errors import CheckpointError
 from pipeline.networks import encoder as encoder_module
 from pipeline.networks.encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder
-from pipeline.networks.weights import CheckpointError, save_state_dict
+from pipeline.networks.weights import save_state_dict
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2)
 VIT = "vit_tiny_patch16_224"

@@ -7,12 +7,11 @@ import hashlib
 import pytest
 import yaml
 
-from pipeline.datasets.download import DownloadError
 from pipeline.datasets.fetch import fetch
 from pipeline import paths
 from pipeline.config import load_params
 from pipeline.datasets.sources import RemoteFile, Source
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DataError, DownloadError
 from pipeline.stages import download as download_stage
 from pipeline.stages.common import main
 from tests.conftest import REPO

@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 
 from pipeline.datasets.concept_bank import concept_bank
-from pipeline.datasets.miniature import CAPTION_WORDS, THINGS, captioned_images, generate
+from pipeline.datasets.miniature import generate
+from pipeline.datasets.miniature.captions import CAPTION_WORDS
+from pipeline.datasets.miniature.coco import captioned_images
+from pipeline.datasets.miniature.shapes import THINGS
 from pipeline.datasets.readers import list_captions
 from tests.test_miniature import _files
 

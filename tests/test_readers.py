@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.datasets.miniature import encode_jpeg, encode_png, write_tar, write_zip
+from pipeline.datasets.miniature.formats import encode_jpeg, encode_png, write_tar, write_zip
 from pipeline.datasets.readers import list_samples, read_bytes, read_sample
-from pipeline.datasets.specs import DataError, cityscapes_palette, voc_palette
+from pipeline.datasets.specs import cityscapes_palette, voc_palette
+from pipeline.errors import DataError
 
 
 def _rgb(rng, h=6, w=8):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.datasets.miniature import encode_png, write_zip
+from pipeline.datasets.miniature.formats import encode_png, write_zip
 from pipeline.datasets.specs import cityscapes_palette
 from tests.dvc_repo import DVC, dvc_repo, run
 from tests.loopback_http import Route, server  # noqa: F401  (server is a fixture)

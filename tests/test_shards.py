@@ -9,11 +9,13 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from pipeline.datasets.miniature import encode_jpeg, encode_png, generate, write_zip
+from pipeline.datasets.miniature import generate
+from pipeline.datasets.miniature.formats import encode_jpeg, encode_png, write_zip
 from pipeline.datasets.readers import list_samples, read_sample
 from pipeline.datasets.shards import (TrainStream, load_split, prepare_dataset, read_manifest,
                                       shard_paths)
-from pipeline.datasets.specs import DataError, cityscapes_palette, get_spec, get_view
+from pipeline.datasets.specs import cityscapes_palette, get_spec, get_view
+from pipeline.errors import DataError
 
 
 @pytest.fixture(scope="module")

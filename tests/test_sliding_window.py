@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipeline.evaluation.sliding_window import predict, resize_short_side, sliding_window_logits, window_starts
-from pipeline.networks.segmenter import build_segmenter, upsample_logits
+from pipeline.evaluation.windows import upsample_logits
+from pipeline.networks.segmenter import build_segmenter
 
 
 def test_reference_examples():

@@ -4,7 +4,7 @@ from urllib.parse import urlparse
 import pytest
 
 from pipeline.datasets.sources import SOURCES, RemoteFile, Source, get_source
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DataError
 
 HEX_LENGTH = {"md5": 32, "sha1": 40, "sha256": 64}
 EXPECTED = {"ade20k", "pascal_voc", "pascal_context", "cityscapes", "gta5", "coco_stuff",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.errors import NonFiniteLossError
 from pipeline.networks.weights import load_state_dict_file, save_state_dict
 from pipeline.training import finetune as finetune_lib
 from tests import training_workspace as ws
@@ -185,7 +186,7 @@ def test_a_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(wor
     from pipeline.config import load_params
     from pipeline.stages import finetune as stage
 
-    with pytest.raises(finetune_lib.NonFiniteLossError, match=r"loss is nan at optimizer step 6; stopping \(the "
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at optimizer step 6; stopping \(the "
                        r"last good checkpoint is kept in checkpoints/finetune@random-default-0/\w+/last\.pt\)"):
         stage.run(type("Args", (), {"model": "random", "setting": "default", "seed": 0, "fresh": False}),
                   load_params("params.yaml"))

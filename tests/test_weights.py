@@ -2,7 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict, save_state_dict, verify_weights
+from pipeline.errors import CheckpointError
+from pipeline.networks.weights import load_state_dict_file, load_strict, save_state_dict, verify_weights
 
 
 def small_module() -> nn.Module:

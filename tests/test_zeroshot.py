@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import yaml
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
-from pipeline.config import ConfigError, parse_params
-from pipeline.datasets.specs import DataError
+from pipeline.config import parse_params
+from pipeline.errors import ConfigError, DataError
 from pipeline.evaluation.sliding_window import resize_short_side
 from pipeline.evaluation.zeroshot import (
     class_embeddings, classify, dense_scores, dominant_class, evaluate_benchmark, mmseg_size, predict,

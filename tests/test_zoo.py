@@ -21,9 +21,9 @@ from timm.models.eva import Eva
 from timm.models.vision_transformer_sam import VisionTransformerSAM
 
 from pipeline.config import load_params
+from pipeline.errors import ResizeError
 from pipeline.networks import encoder as encoder_module
 from pipeline.networks.encoder import Encoder
-from pipeline.networks.families import ResizeError
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = load_params(ROOT / "params-paper.yaml")

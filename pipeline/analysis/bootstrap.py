@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.analysis.ranking import MIOU_DECIMALS
+from pipeline.errors import CountsError
 from pipeline.evaluation import image_counts
-from pipeline.evaluation.image_counts import CountsError, ImageCounts, mean_iou
+from pipeline.evaluation.image_counts import ImageCounts, mean_iou
 
 
 def load_counts(counts_dir: Path, results: pd.DataFrame, eval_datasets: dict[str, str]) -> dict[tuple, ImageCounts]:

@@ -28,7 +28,7 @@ from pipeline.datasets import shards
 from pipeline.datasets.bpe_spans import TokenizedCaption, tokenize_caption
 from pipeline.datasets.concepts import Concept, Extractor
 from pipeline.datasets.readers import CaptionRef, decode_image, list_captions, read_bytes
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DataError
 
 MANIFEST = shards.MANIFEST
 JPEG_QUALITY = 95

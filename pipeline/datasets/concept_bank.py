@@ -11,12 +11,13 @@ A concept's id is its index in the bank (sorted, unique), as in the authors' cod
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal, get_args
 
 from pipeline.datasets.specs import PROMPT_NAMES, benchmark_classes
 from pipeline.errors import PipelineError
 
-BANKS = ("authors", "benchmarks")
+ConceptBank = Literal["authors", "benchmarks"]
+BANKS = get_args(ConceptBank)
 AUTHORS_BANK = Path(__file__).parent / "concept_banks" / "simzss_authors.txt"
 
 _STUFF_SUFFIXES = ("-other", "-stuff", "-merged")

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Container
+from typing import Callable, Container, get_args
 
 import inflect
 import spacy
 from spacy.tokens import Doc
 
-from pipeline.errors import PipelineError
+from pipeline.datasets.choices import ConceptBackend
+from pipeline.errors import PipelineError, SpacyModelError
 
-BACKENDS = ("bank_match", "noun_chunks")
-
-
-class SpacyModelError(PipelineError):
-    """A spaCy pipeline is not installed or cannot parse."""
+BACKENDS = get_args(ConceptBackend)
 
 
 @dataclass(frozen=True)

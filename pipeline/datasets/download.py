@@ -20,16 +20,12 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DownloadError
 
 ALGORITHMS = ("md5", "sha1", "sha256")
 CHUNK = 1 << 20
 USER_AGENT = "vfm-pipeline-download"
 RETRY_STATUSES = (408, 429)  # besides every 5xx
-
-
-class DownloadError(DataError):
-    """A download failed, or a file does not match its expected size or checksum."""
 
 
 class _Transient(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 from pipeline.atomic import atomic_path
 from pipeline.datasets.download import download_file, verify_file
 from pipeline.datasets.sources import RemoteFile, Source
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DataError
 
 
 def fetch(source: Source, out_dir: Path, cache_dir: Path, *, mirrors: dict[str, str] | None = None,

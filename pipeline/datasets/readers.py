@@ -23,7 +23,8 @@ import scipy.io
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from pipeline.datasets.specs import COCO_THING_IDS, DataError, get_spec
+from pipeline.datasets.specs import COCO_THING_IDS, get_spec
+from pipeline.errors import DataError
 
 SEP = "::"  # "archive.zip::inner/path"
 _IMAGE_EXT = {"JPEG": "jpg", "PNG": "png"}

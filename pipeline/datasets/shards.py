@@ -21,7 +21,8 @@ from torchvision.io import ImageReadMode, decode_image
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.datasets.readers import SampleRef, list_samples, read_sample
-from pipeline.datasets.specs import DataError, LabelView, get_spec
+from pipeline.datasets.specs import LabelView, get_spec
+from pipeline.errors import DataError
 
 MANIFEST = "manifest.json"
 IMAGE_EXTS = ("jpg", "png")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-
-
-class DataError(PipelineError):
-    """Bad or missing data; the message names the file(s) and what was expected."""
+from pipeline.errors import DataError
 
 
 ADE20K_CLASSES = (

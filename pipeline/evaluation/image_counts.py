@@ -6,20 +6,15 @@ per image lets `rank` resample the validation images (`pipeline.analysis.bootstr
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.atomic import atomic_path
-from pipeline.errors import PipelineError
+from pipeline.errors import CountsError
+from pipeline.evaluation.npz_files import load_npz, save_npz
 
 FIELDS = ("keys", "intersection", "union")
-
-
-class CountsError(PipelineError):
-    """A per-image counts file is unreadable, malformed or disagrees with its run."""
 
 
 def class_iou(intersection, union) -> np.ndarray:
@@ -56,20 +51,12 @@ class ImageCounts:
 
 def save(path: Path, counts: dict[str, ImageCounts]) -> None:
     """Write `{dataset: counts}` as one compressed `.npz` (arrays `<dataset>.keys`, `.intersection`, `.union`)."""
-    arrays = {f"{name}.{field}": getattr(c, field) for name, c in counts.items() for field in FIELDS}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    save_npz(path, {f"{name}.{field}": getattr(c, field) for name, c in counts.items() for field in FIELDS})
 
 
 def load(path: Path) -> dict[str, ImageCounts]:
     """Read a file of `save`, checking its arrays; errors name the file."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise CountsError(f"{path}: not a readable .npz of per-image counts ({type(err).__name__})") from err
+    arrays = load_npz(path, CountsError, "per-image counts")
     names = sorted({name.rsplit(".", 1)[0] for name in arrays})
     expected = {f"{n}.{field}" for n in names for field in FIELDS}
     if set(arrays) != expected:

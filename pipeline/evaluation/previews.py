@@ -6,7 +6,6 @@ re-running a fine-tuning when only the drawing changes.
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +13,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.atomic import atomic_path
-from pipeline.errors import PipelineError
+from pipeline.errors import PreviewError
+from pipeline.evaluation.npz_files import load_npz, save_npz
 
 MAX_SIDE = 512
 """Previews are shrunk to at most this many pixels on their long side (a Cityscapes image is 1024 x 2048)."""
-
-
-class PreviewError(PipelineError):
-    """A previews file is unreadable or malformed."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +56,12 @@ def save(path: Path, evaluation: RunEvaluation) -> None:
               "keys": np.array([p.key for p in evaluation.previews], dtype=str)}
     for i, p in enumerate(evaluation.previews):
         arrays |= {f"image_{i}": p.image, f"label_{i}": p.label, f"prediction_{i}": p.prediction}
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    save_npz(path, arrays)
 
 
 def load(path: Path) -> RunEvaluation:
     """Read a file of `save`, checking its arrays; errors name the file."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise PreviewError(f"{path}: not a readable .npz of a run's evaluation ({type(err).__name__})") from err
+    arrays = load_npz(path, PreviewError, "a run's evaluation")
     try:
         confusion, keys = arrays["confusion"], arrays["keys"]
         dataset = str(arrays["dataset"])

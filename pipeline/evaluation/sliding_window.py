@@ -14,7 +14,7 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2.functional import resize
 
-from pipeline.networks.segmenter import upsample_logits
+from pipeline.evaluation.windows import WindowMean, upsample_logits
 
 
 def window_starts(length: int, crop: int) -> list[int]:
@@ -52,24 +52,19 @@ def sliding_window_logits(
     resized = resize_short_side(image, crop)
     along_height = resized.shape[-2] > resized.shape[-1]
     starts = window_starts(max(resized.shape[-2:]), crop)
-    windows = [slice(s, s + crop) for s in starts]
-    batch = torch.stack([resized[:, w, :] if along_height else resized[:, :, w] for w in windows])
+    full_height, full_width = resized.shape[-2:]
+    boxes = [(s, s + crop, 0, full_width) if along_height else (0, full_height, s, s + crop) for s in starts]
+    batch = torch.stack([resized[:, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])
 
     outputs = model(batch.float() / 255)
-    if outputs.shape[:2] != (len(windows), num_classes):
+    if outputs.shape[:2] != (len(boxes), num_classes):
         raise ValueError(
-            f"model returned shape {tuple(outputs.shape)} for {len(windows)} windows; "
-            f"expected {len(windows)} x {num_classes} x h x w"
+            f"model returned shape {tuple(outputs.shape)} for {len(boxes)} windows; "
+            f"expected {len(boxes)} x {num_classes} x h x w"
         )
-    outputs = upsample_logits(outputs.float(), (crop, crop))
-
-    sums = outputs.new_zeros((num_classes, *resized.shape[-2:]))
-    counts = outputs.new_zeros((1, *resized.shape[-2:]))
-    for window, output in zip(windows, outputs):
-        region = (slice(None), window, slice(None)) if along_height else (slice(None), slice(None), window)
-        sums[region] += output
-        counts[region] += 1
-    return upsample_logits((sums / counts)[None], (height, width))[0]
+    average = WindowMean(num_classes, full_height, full_width)
+    average.add(boxes, upsample_logits(outputs.float(), (crop, crop)))
+    return upsample_logits(average.mean()[None], (height, width))[0]
 
 
 def predict(

@@ -13,20 +13,22 @@ resize: short side exactly `short_side`, antialiased, no cap on the long side.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 from torchvision.transforms.v2.functional import center_crop
 
-from pipeline.datasets.specs import DataError
+from pipeline.errors import DataError
+from pipeline.evaluation.choices import ZeroshotResize
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.sliding_window import resize_short_side
-from pipeline.networks.segmenter import upsample_logits
+from pipeline.evaluation.windows import WindowMean, upsample_logits
 
 PatchFn = Callable[[torch.Tensor], torch.Tensor]
 
-RESIZES = ("mmseg", "antialias")
+RESIZES = get_args(ZeroshotResize)
 TCL_SCALE = (2048, 448)  # TCL's test img_scale (long side cap, short side): configs/_base_/datasets/*.py
 
 
@@ -156,18 +158,12 @@ def dense_scores(
     boxes = slide_windows(*padded.shape[-2:], window, stride)
     classes = F.normalize(class_emb.float(), dim=-1)
 
-    sums = counts = None
+    average = WindowMean(classes.shape[0], *padded.shape[-2:])
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start:start + batch_size]
         crops = torch.stack([padded[:, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
-        scores = _window_scores(patch_fn, crops, classes)
-        if sums is None:
-            sums = scores.new_zeros((classes.shape[0], *padded.shape[-2:]))
-            counts = scores.new_zeros((1, *padded.shape[-2:]))
-        for (y0, y1, x0, x1), score in zip(chunk, scores):
-            sums[:, y0:y1, x0:x1] += score
-            counts[:, y0:y1, x0:x1] += 1
-    mean = (sums / counts)[:, :resized_h, :resized_w]
+        average.add(chunk, _window_scores(patch_fn, crops, classes))
+    mean = average.mean()[:, :resized_h, :resized_w]
     return upsample_logits(mean[None], (height, width))[0]
 
 

@@ -28,10 +28,8 @@ from pathlib import Path
 import timm
 import torch
 
-from pipeline.errors import PipelineError
-from pipeline.networks.weights import (
-    CheckpointError, key_listing, load_state_dict_file, load_strict, save_state_dict,
-)
+from pipeline.errors import CheckpointError, PipelineError
+from pipeline.networks.weights import key_listing, load_state_dict_file, load_strict, save_state_dict
 
 SUB_LN_KWARGS = {"scale_attn_norm": True, "scale_mlp_norm": True}
 SUB_LN_EPS = 1e-5

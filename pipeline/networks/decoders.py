@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.networks.choices import Decoder
 from pipeline.networks.mask2former import Mask2FormerDecoder
 
 
@@ -30,4 +31,4 @@ class LinearDecoder(nn.Module):
         return logits
 
 
-DECODERS: dict[str, type[nn.Module]] = {"linear": LinearDecoder, "mask2former": Mask2FormerDecoder}
+DECODERS: dict[Decoder, type[nn.Module]] = {"linear": LinearDecoder, "mask2former": Mask2FormerDecoder}

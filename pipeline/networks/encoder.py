@@ -9,6 +9,7 @@ The output is the last layer's patch tokens, B x N x D.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import get_args
 
 import timm
 import torch
@@ -19,11 +20,13 @@ from timm.models import get_pretrained_cfg
 from timm.models._input import update_model_input_size
 from torch import nn
 
+from pipeline.errors import CheckpointError
 from pipeline.networks.beit3 import set_sub_ln_eps, uses_sub_ln
+from pipeline.networks.choices import Normalization
 from pipeline.networks.families import FAMILY_HOOKS
-from pipeline.networks.weights import CheckpointError, load_state_dict_file, load_strict
+from pipeline.networks.weights import load_state_dict_file, load_strict
 
-NORMALIZATIONS = ("timm", "imagenet", "clip")
+NORMALIZATIONS = get_args(Normalization)
 IMAGENET_MEAN = IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = IMAGENET_DEFAULT_STD
 FIXED_STATISTICS = {"imagenet": (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),

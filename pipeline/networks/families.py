@@ -16,13 +16,9 @@ from timm.models.eva import Eva
 from timm.models.vision_transformer_sam import VisionTransformerSAM
 from torch import nn
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ResizeError
 
 Grid = tuple[int, int]
-
-
-class ResizeError(PipelineError):
-    """A model cannot be resized to the requested grid."""
 
 
 def adapt_eva(model: Eva, old_grid: Grid, grid: Grid) -> None:

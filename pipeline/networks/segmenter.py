@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pipeline.networks.decoders import DECODERS
@@ -33,8 +32,3 @@ def build_segmenter(decoder: str, num_classes: int, decoder_kwargs: dict | None 
     encoder = Encoder(**encoder_kwargs)
     head = DECODERS[decoder](encoder.embed_dim, num_classes, encoder.grid_size, **(decoder_kwargs or {}))
     return Segmenter(encoder, head)
-
-
-def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of B x K x h x w logits, as the reference does before the loss and in evaluation."""
-    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)

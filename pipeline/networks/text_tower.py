@@ -3,7 +3,6 @@ projection is applied to every token, and the learnable global temperature of th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import open_clip
 import torch
@@ -11,14 +10,9 @@ import torch.nn.functional as F
 from open_clip.transformer import TextTransformer
 from torch import nn
 
+from pipeline.networks.text_tower_cfg import TextTowerCfg
 
-@dataclass(frozen=True)
-class TextTowerCfg:
-    width: int = 512
-    layers: int = 12
-    heads: int = 8
-    context_length: int = 77
-    vocab_size: int = 49408
+VOCAB_SIZE = 49408  # CLIP's BPE vocabulary (open_clip.tokenize)
 
 
 def tokenize(texts: list[str]) -> torch.LongTensor:
@@ -35,7 +29,7 @@ class TextTower(nn.Module):
     def __init__(self, cfg: TextTowerCfg, embed_dim: int):
         super().__init__()
         self.transformer = TextTransformer(
-            context_length=cfg.context_length, vocab_size=cfg.vocab_size, width=cfg.width, heads=cfg.heads,
+            context_length=cfg.context_length, vocab_size=VOCAB_SIZE, width=cfg.width, heads=cfg.heads,
             layers=cfg.layers, output_dim=embed_dim, output_tokens=True)
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

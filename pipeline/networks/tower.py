@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.config import Variant
+from pipeline.networks.choices import GlobalToken
 from pipeline.networks.encoder import Encoder
 from pipeline.training.precision import autocast
 
@@ -19,7 +20,7 @@ def build_tower(variant: Variant, weights: Path, img_size: int, normalization: s
 
 
 def normalized_tokens(tower: Encoder, images: torch.Tensor, precision: str,
-                      global_token: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
+                      global_token: GlobalToken = "cls") -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised float32 (global B x D, patches B x N x D) of float images in [0, 1]; no gradients.
 
     The global token is the CLS token (the paper's) or the mean of the patch tokens (for towers whose

@@ -17,15 +17,11 @@ from safetensors import safe_open
 from torch import nn
 
 from pipeline.atomic import atomic_path
-from pipeline.errors import PipelineError
+from pipeline.errors import CheckpointError
 
 WRAPPER_KEYS = ("model", "state_dict", "module")
 DDP_PREFIX = "module."
 MAX_LISTED = 20
-
-
-class CheckpointError(PipelineError):
-    """A weight file is missing, unreadable or does not fit the module."""
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

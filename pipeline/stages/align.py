@@ -6,19 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline import paths
+from pipeline import paths, stage_params
 from pipeline.atomic import check_writable, write_json
 from pipeline.datasets.caption_shards import caption_shard_paths
 from pipeline.networks.tower import build_tower
 from pipeline.networks.weights import save_state_dict, verify_weights
-from pipeline.stages.common import checkpointer, main, parser, processes
+from pipeline.stages.common import main
+from pipeline.stages.resumable import checkpointer, processes, training_parser
 from pipeline.training.align import align_text, fingerprint
 from pipeline.training.feature_cache import cache_fingerprint
 
 
 def run(args, params) -> None:
-    cfg, variant = params.align, params.tower_variant(args.tower)
-    concept_weight = params.method(args.method).concept_weight
+    resolved = stage_params.align(params, args.tower, args.method)
+    cfg, variant, concept_weight = resolved.align, resolved.variant, resolved.method.concept_weight
     weights = paths.encoder_weights(args.tower, cfg.size)
     check_writable(files=[paths.aligned_text(args.tower, args.method), paths.align_metrics(args.tower, args.method)],
                    folders=[paths.align_plots(args.tower, args.method),
@@ -31,8 +32,8 @@ def run(args, params) -> None:
     name = paths.align_name(args.tower, args.method)
     with processes() as procs:
         saver = checkpointer(args, params, f"align@{name}", procs, cfg.workers,
-                             fingerprint(cfg, params.text_tower, concept_weight, variant, weights, paths.CONCEPTS))
-        result = align_text(tower, cfg, params.text_tower, concept_weight, shards,
+                             fingerprint(cfg, resolved.text_tower, concept_weight, variant, weights, paths.CONCEPTS))
+        result = align_text(tower, cfg, resolved.text_tower, concept_weight, shards,
                             live_dir=paths.align_plots(args.tower, args.method), checkpointer=saver, procs=procs,
                             cache_dir=cache_dir, name=name)
         if result is None:
@@ -46,7 +47,7 @@ def run(args, params) -> None:
 
 
 if __name__ == "__main__":
-    p = parser(__doc__, training=True)
+    p = training_parser(__doc__)
     p.add_argument("--tower", required=True)
     p.add_argument("--method", required=True)
     main(run, p.parse_args())

@@ -5,17 +5,19 @@ Under torchrun (dvc.yaml's `$LAUNCH`) every process trains and the main one eval
 """
 from __future__ import annotations
 
-from pipeline import paths
+from pipeline import paths, stage_params
 from pipeline.atomic import check_writable, write_json
 from pipeline.datasets.shards import verify_shards
 from pipeline.evaluation import image_counts, previews
 from pipeline.networks.weights import save_state_dict, verify_weights
-from pipeline.stages.common import checkpointer, main, parser, processes
+from pipeline.stages.common import main
+from pipeline.stages.resumable import checkpointer, processes, training_parser
 from pipeline.training.finetune import finetune, fingerprint
 
 
 def run(args, params) -> None:
-    run_cfg = params.run(args.model, args.setting, args.seed)
+    cfg = stage_params.finetune(params, args.model, args.setting, args.seed)
+    run_cfg = cfg.run
     train_shards = paths.shards(run_cfg.setup.dataset)
     weights = paths.encoder_weights(args.model, run_cfg.setup.size)
     name = run_cfg.name  # before any compute: every output can be written, every input is intact
@@ -26,9 +28,9 @@ def run(args, params) -> None:
     verify_shards(train_shards, "train")
     verify_shards(paths.shards(run_cfg.setup.eval_dataset), "val")
     with processes() as procs:
-        saver = checkpointer(args, params, f"finetune@{run_cfg.name}", procs, params.finetune.workers,
-                             fingerprint(run_cfg, params.finetune, params.mask2former, weights, train_shards))
-        result = finetune(run_cfg, params.finetune, params.mask2former, train_shards=train_shards,
+        saver = checkpointer(args, params, f"finetune@{run_cfg.name}", procs, cfg.finetune.workers,
+                             fingerprint(run_cfg, cfg.finetune, cfg.mask2former, weights, train_shards))
+        result = finetune(run_cfg, cfg.finetune, cfg.mask2former, train_shards=train_shards,
                           eval_shards=paths.shards(run_cfg.setup.eval_dataset), weights=weights,
                           live_dir=paths.train_plots(run_cfg.name), checkpointer=saver, procs=procs)
         if result is None:
@@ -44,7 +46,7 @@ def run(args, params) -> None:
 
 
 if __name__ == "__main__":
-    p = parser(__doc__, training=True)
+    p = training_parser(__doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--setting", required=True)
     p.add_argument("--seed", required=True, type=int)

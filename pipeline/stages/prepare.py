@@ -5,8 +5,8 @@ import time
 
 from pipeline import paths
 from pipeline.atomic import check_writable
-from pipeline.config import ConfigError
 from pipeline.datasets.shards import prepare_dataset
+from pipeline.errors import ConfigError
 from pipeline.stages.common import main, parser
 
 

@@ -6,9 +6,8 @@ that finetune loads strictly, so fine-tuning never needs the network.
 """
 from __future__ import annotations
 
-from pipeline import paths
+from pipeline import paths, stage_params
 from pipeline.atomic import check_writable
-from pipeline.config import TOY_PRETRAININGS
 from pipeline.datasets.shards import shard_paths
 from pipeline.datasets.specs import get_spec
 from pipeline.networks.encoder import create_native_model
@@ -18,22 +17,22 @@ from pipeline.training.pretrain import pretrain_toy
 
 
 def run(args, params) -> None:
-    variant = params.variant(args.model, args.size)
-    model_cfg = params.model_cfg[args.model]
+    cfg = stage_params.pretrain(params, args.model, args.size)
+    variant = cfg.variant
     out = paths.encoder_weights(args.model, args.size)
     check_writable(files=[out])
-    if model_cfg.pretraining in TOY_PRETRAININGS:
-        spec = get_spec(params.pretrain.dataset)
-        shards = shard_paths(paths.shards(params.pretrain.dataset), "train")
-        state = pretrain_toy(model_cfg.pretraining, variant, params.setup.normalization, shards, params.pretrain,
-                             spec.num_classes, spec.ignore_index)
+    if cfg.toy:
+        spec = get_spec(cfg.toy.dataset)
+        shards = shard_paths(paths.shards(cfg.toy.dataset), "train")
+        state = pretrain_toy(cfg.pretraining, variant, cfg.normalization, shards, cfg.toy, spec.num_classes,
+                             spec.ignore_index)
     else:
-        model = create_native_model(variant.timm_name, model_cfg.pretraining == "hub", variant.timm_kwargs)
-        if model_cfg.pretraining == "file":
+        model = create_native_model(variant.timm_name, cfg.pretraining == "hub", variant.timm_kwargs)
+        if cfg.pretraining == "file":
             load_strict(model, load_state_dict_file(variant.checkpoint), source=variant.checkpoint)
         state = model.state_dict()
     save_state_dict(state, out)
-    print(f"{args.model} ({args.size}, {model_cfg.pretraining}): {sum(v.numel() for v in state.values()) / 1e6:.2f}M "
+    print(f"{args.model} ({args.size}, {cfg.pretraining}): {sum(v.numel() for v in state.values()) / 1e6:.2f}M "
           f"parameters -> {out}")
 
 

@@ -3,8 +3,10 @@
 Every other stage depends on this stage's output, so `dvc repro` and `dvc exp run` run it first: a bad params.yaml
 (an unknown key, with the closest allowed one; an unknown model, setting, tower or method; a missing per-id config)
 stops the pipeline here with the project's own message, before DVC deletes any stage's outputs to re-run it.
-The output only records that the check passed and never changes, so editing params re-runs this stage but nothing
-downstream of it: each stage still re-runs for the keys it reads only.
+It writes two outputs. `params.validated` only records that the check passed and never changes. params.resolved/
+holds each matrix run's params, resolved (pipeline.stage_params): a run depends on its own file, which changes only
+when a value the run reads changes. So editing params re-runs this stage, and downstream only the stages whose
+params changed.
 `make repro` runs this command before `dvc repro` too: DVC itself fails first, and without naming the typo, when a
 key that dvc.yaml interpolates (`models`, `pretrain.dataset`, ...) is missing.
 
@@ -18,6 +20,7 @@ import sys
 from pipeline.atomic import sweep_temporaries, write_text
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
+from pipeline.stage_params import RESOLVED, write_all
 
 OUTPUT = "params.validated"  # dvc.yaml: the validate stage's output, a dependency of every other stage
 CONTENT = "params.yaml passed pipeline.config's checks (python -m pipeline.stages.validate)\n"
@@ -34,8 +37,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     write_text(OUTPUT, CONTENT)
+    changed = write_all(params)
     runs = len(params.models) * len(params.settings) * len(params.seeds)
-    print(f"{args.params}: valid ({runs} finetune runs, {len(params.towers) * len(params.methods)} alignments)")
+    print(f"{args.params}: valid ({runs} finetune runs, {len(params.towers) * len(params.methods)} alignments); "
+          f"{RESOLVED}/: {changed} run(s) with changed params")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from pipeline import paths
+from pipeline import paths, stage_params
 from pipeline.atomic import check_writable, write_json
 from pipeline.datasets.shards import verify_shards
 from pipeline.datasets.specs import VIEWS, get_view
 from pipeline.evaluation import image_counts
 from pipeline.evaluation.zeroshot_suite import evaluate_suite
-from pipeline.networks.text_tower import AlignedText, TextTower, TextTowerCfg
+from pipeline.networks.text_tower import AlignedText, TextTower
 from pipeline.networks.tower import build_tower
 from pipeline.networks.weights import load_state_dict_file, load_strict, verify_weights
 from pipeline.stages.common import main, parser
@@ -18,22 +18,22 @@ from pipeline.training.precision import default_device, resolve_precision
 
 
 def run(args, params) -> None:
-    cfg, device = params.zeroshot, default_device()
-    weights = paths.encoder_weights(args.tower, params.align.size)
+    resolved, device = stage_params.zeroshot(params, args.tower, args.method), default_device()
+    cfg = resolved.zeroshot
+    weights = paths.encoder_weights(args.tower, resolved.align_size)
     text_file = paths.aligned_text(args.tower, args.method)
     check_writable(files=[paths.zeroshot_counts(args.tower, args.method),
                           paths.zeroshot_metrics(args.tower, args.method)])
-    verify_weights(weights, f"pretrain@{args.tower}-{params.align.size}")
+    verify_weights(weights, f"pretrain@{args.tower}-{resolved.align_size}")
     verify_weights(text_file, f"align@{paths.align_name(args.tower, args.method)}")
     for benchmark in cfg.benchmarks:
         verify_shards(paths.SHARDS / (get_view(benchmark).base if benchmark in VIEWS else benchmark), "val")
-    tower = build_tower(params.tower_variant(args.tower), weights, cfg.window, params.align.normalization).to(device)
-    t = params.text_tower
-    aligned = AlignedText(TextTower(TextTowerCfg(t.width, t.layers, t.heads, t.context_length), tower.embed_dim))
+    tower = build_tower(resolved.variant, weights, cfg.window, resolved.align_normalization).to(device)
+    aligned = AlignedText(TextTower(resolved.text_tower, tower.embed_dim))
     load_strict(aligned, load_state_dict_file(text_file), source=str(text_file))
     start = time.perf_counter()
     metrics, counts = evaluate_suite(tower, aligned.text.to(device).eval(), cfg, paths.SHARDS,
-                             resolve_precision(cfg.precision, device), params.align.global_token)
+                                     resolve_precision(cfg.precision, device), resolved.global_token)
     metrics["eval_seconds"] = time.perf_counter() - start
     image_counts.save(paths.zeroshot_counts(args.tower, args.method), counts)
     write_json(paths.zeroshot_metrics(args.tower, args.method), metrics)

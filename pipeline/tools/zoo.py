@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.config import ConfigError
+from pipeline.errors import ConfigError
 from pipeline.networks.zoo import describe, markdown_table
 from pipeline.stages.common import main, parser
 

@@ -6,8 +6,8 @@ final norm) are L2-normalised and used as they are: no visual projection.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,22 +15,21 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pipeline.config import AlignCfg, TextCfg, Variant
+from pipeline.config import AlignCfg, Variant
 from pipeline.datasets.caption_augment import full_view, random_resized_crop
 from pipeline.datasets.caption_shards import CaptionSample, decode_caption_sample
 from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256
 from pipeline.networks.encoder import Encoder
-from pipeline.networks.text_tower import AlignedText, TextTower, TextTowerCfg
+from pipeline.networks.text_tower import AlignedText, TextTower
+from pipeline.networks.text_tower_cfg import TextTowerCfg
 from pipeline.networks.tower import normalized_tokens
-from pipeline.training.checkpoint import Checkpointer, set_rng_state, weights_sha256
+from pipeline.training.checkpoint import Checkpointer, weights_sha256
 from pipeline.training.distributed import Processes
 from pipeline.training.feature_cache import DiskFeatureCache, FeatureCache
-from pipeline.training.finetune import NonFiniteLossError, seed_everything
+from pipeline.training.loop import Trainer, TrainingLoop, check_finite, seed_everything
 from pipeline.training.optim import count_trainable
 from pipeline.training.precision import autocast, grad_scaler, resolve_precision
 from pipeline.training.simzss_loss import simzss_loss
-from pipeline.training.progress import Progress
-from pipeline.training.train_log import TrainLog
 
 
 @dataclass
@@ -97,18 +96,8 @@ def build_cache(cfg: AlignCfg, cache_dir, device: torch.device) -> FeatureCache 
     return None
 
 
-@dataclass
-class Trainer:
-    """The aligned text model and what updates it."""
-
-    model: AlignedText
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-
-
-def build_trainer(cfg: AlignCfg, text_cfg: TextCfg, embed_dim: int, precision: str, device: torch.device) -> Trainer:
-    text = TextTower(TextTowerCfg(text_cfg.width, text_cfg.layers, text_cfg.heads, text_cfg.context_length), embed_dim)
+def build_trainer(cfg: AlignCfg, text_cfg: TextTowerCfg, embed_dim: int, precision: str, device: torch.device) -> Trainer:
+    text = TextTower(text_cfg, embed_dim)
     model = AlignedText(text, cfg.logit_scale_init).to(device)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.scaled_lr, betas=cfg.betas,
                                   eps=cfg.eps, fused=device.type == "cuda" or None)
@@ -156,8 +145,7 @@ def train_step(trainer: Trainer, micro_batches: list[MicroBatch], cfg: AlignCfg,
                       batch("spans"), model.logit_scale.exp(), concept_weight, cfg.concept_temperature,
                       cfg.concept_scale, cfg.concept_target, cfg.concept_query, procs)
     loss = procs.mean(out.total.item())
-    if not math.isfinite(loss):
-        raise NonFiniteLossError(f"{where}: loss is {loss}; stopping")
+    check_finite(loss, where)
     trainer.scaler.scale(out.total).backward()
     if len(micro_batches) > 1:
         rows = 0
@@ -178,7 +166,7 @@ def train_step(trainer: Trainer, micro_batches: list[MicroBatch], cfg: AlignCfg,
             "logit_scale": model.logit_scale.exp().item()}
 
 
-def fingerprint(cfg: AlignCfg, text_cfg: TextCfg, concept_weight: float, tower: Variant, weights: Path,
+def fingerprint(cfg: AlignCfg, text_cfg: TextTowerCfg, concept_weight: float, tower: Variant, weights: Path,
                 concepts: Path) -> dict:
     """What determines an alignment run's result: its params and the digests of its inputs."""
     return {"params": {"align": {k: v for k, v in asdict(cfg).items() if k not in ("log_every", "cache_dir")},
@@ -186,7 +174,7 @@ def fingerprint(cfg: AlignCfg, text_cfg: TextCfg, concept_weight: float, tower: 
             "inputs": {"weights_sha256": weights_sha256(weights), "data_sha256": file_sha256(concepts / MANIFEST)}}
 
 
-def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextCfg, concept_weight: float, shards: list[str],
+def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextTowerCfg, concept_weight: float, shards: list[str],
                live_dir, checkpointer: Checkpointer, procs: Processes = Processes(), cache_dir=None,
                name: str = "align") -> AlignResult | None:
     """Train a random-init text tower against the frozen `tower` for cfg.steps optimizer steps.
@@ -199,50 +187,31 @@ def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextCfg, concept_weight:
     tower = tower.to(device).eval().requires_grad_(False)
     trainer = build_trainer(cfg, text_cfg, tower.embed_dim, precision, device)
     accumulation = cfg.accumulation(procs.world_size)
-    resumed = checkpointer.resume(trainer.model, trainer.optimizer, trainer.schedule, trainer.scaler)
-    start, seconds, sums, terms = ((resumed.step, resumed.extra["seconds"], resumed.extra["sums"],
-                                    resumed.extra["terms"]) if resumed else (0, 0.0, {}, {}))
     cache = build_cache(cfg, cache_dir, device)
-    batches = iter(caption_loader(shards, cfg, cache is not None, device, procs, skip_batches=start * accumulation))
-    if resumed:
-        set_rng_state(resumed.rng)
-    log = TrainLog(live_dir, procs, resumed.extra["history"] if resumed else None)
-    progress = Progress(f"align@{name}", cfg.steps, initial=start, every=cfg.log_every, enabled=procs.is_main)
+    loader = partial(caption_loader, shards, cfg, cache is not None, device, procs)
+    loop = TrainingLoop(f"align@{name}", cfg.steps, cfg.log_every, trainer, checkpointer, loader, accumulation,
+                        live_dir, procs, device)
+    sums, terms = loop.extra.get("sums", {}), loop.extra.get("terms", {})
 
     def vision(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return normalized_tokens(tower, images.float().div_(255), precision, cfg.global_token)
 
     def micro_batch() -> MicroBatch:
-        images, tokens, concepts, spans, keys = next(batches)
+        images, tokens, concepts, spans, keys = next(loop.batches)
         images = images.to(device, non_blocking=True)
         features = vision(images) if cache is None else cache.features(list(keys), images, vision)
         return MicroBatch(*features, tokens.to(device), concepts.to(device), spans.to(device))
 
-    started = time.perf_counter()
-    for step in range(start + 1, cfg.steps + 1):
-        micro_batches = [micro_batch() for _ in range(accumulation)]
-        try:
-            terms = train_step(trainer, micro_batches, cfg, concept_weight, precision,
-                               f"{name}, optimizer step {step}", procs)
-        except NonFiniteLossError as err:
-            log.close()
-            progress.close()
-            raise NonFiniteLossError(f"{err} ({checkpointer.last_saved()})") from None
-        for key, value in terms.items():
-            sums[key] = sums.get(key, 0.0) + value
-        lr = trainer.optimizer.param_groups[0]["lr"]
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            log.log(step, {f"train/{k}": v for k, v in terms.items()} | {"train/lr": lr})
-        progress.update(step, loss=terms["loss"], lr=lr)
-        if checkpointer.due(step, cfg.steps):
-            extra = {"seconds": seconds + time.perf_counter() - started, "history": log.history, "sums": sums,
-                     "terms": terms}
-            checkpointer.save(step, trainer.model, trainer.optimizer, trainer.schedule, trainer.scaler, extra)
-    progress.close()
-    log.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds += time.perf_counter() - started
+    with loop:
+        for step in loop.steps():
+            micro_batches = [micro_batch() for _ in range(accumulation)]
+            terms = train_step(trainer, micro_batches, cfg, concept_weight, precision, f"optimizer step {step}", procs)
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            loop.report(step, {f"train/{k}": v for k, v in terms.items()} | {"train/lr": lr}, loss=terms["loss"], lr=lr)
+            loop.checkpoint(step, sums=sums, terms=terms)
+    seconds = loop.seconds()
     if not procs.is_main:
         return None
     metrics = {f"final_{k}": v for k, v in terms.items()}

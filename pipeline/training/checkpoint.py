@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from pipeline.datasets.shards import file_sha256
-from pipeline.networks.weights import CheckpointError, key_listing, load_strict
+from pipeline.errors import CheckpointError
+from pipeline.networks.weights import key_listing, load_strict
 from pipeline.training.distributed import Processes
 
 FORMAT = 1

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import Mask2FormerCfg
-from pipeline.networks.segmenter import upsample_logits
+from pipeline.evaluation.windows import upsample_logits
 from pipeline.training.mask_classification import Mask2FormerLoss, targets_from_labels
 
 Criterion = Callable[[Any, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]

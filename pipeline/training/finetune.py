@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
@@ -18,7 +17,6 @@ from pipeline.config import FinetuneCfg, Mask2FormerCfg, Run
 from pipeline.datasets.augment import TrainAugment
 from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256, load_split, shard_paths
 from pipeline.datasets.specs import get_spec
-from pipeline.errors import PipelineError
 from pipeline.evaluation.image_counts import ImageCounts
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.previews import RunEvaluation, make_preview
@@ -27,18 +25,14 @@ from pipeline.networks.segmenter import Segmenter, build_segmenter
 from pipeline.training.criteria import Criterion, build_criterion
 from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state, weights_sha256
 from pipeline.training.distributed import Processes
+from pipeline.training.loop import Trainer, TrainingLoop, check_finite, seed_everything
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
 from pipeline.training.precision import autocast, grad_scaler, resolve_precision
 from pipeline.training.progress import Progress
-from pipeline.training.train_log import TrainLog
 
 NOT_IN_FINGERPRINT = ("log_every", "val_every", "preview_images")
 """FinetuneCfg keys that do not change the trained weights (logging, validation, figures): a checkpoint written
 under other values resumes."""
-
-
-class NonFiniteLossError(PipelineError):
-    """Training produced a NaN or infinite loss (a learning rate too high, or broken data)."""
 
 
 @dataclass
@@ -47,12 +41,6 @@ class FinetuneResult:
     metrics: dict
     counts: ImageCounts  # per validation image, for the rank stage's bootstrap
     evaluation: RunEvaluation  # confusion matrix and preview images, for the figures stage
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def train_loader(shards: list[str], crop: int, cfg: FinetuneCfg, seed: int, device: torch.device, procs: Processes,
@@ -95,63 +83,47 @@ def train(
     optimizer = build_optimizer(model.encoder, model.decoder, cfg.lr, cfg.encoder_lr_multiplier, cfg.weight_decay)
     schedule = build_schedule(optimizer, run.steps, cfg.poly_power)
     scaler = grad_scaler(precision, device)
-    resumed = checkpointer.resume(model, optimizer, schedule, scaler)
-    start, seconds = (resumed.step, resumed.extra["seconds"]) if resumed else (0, 0.0)
-    batches = iter(train_loader(shards, run.crop, cfg, run.seed, device, procs, skip_batches=start * accumulation))
-    if resumed:
-        set_rng_state(resumed.rng)
+    loader = partial(train_loader, shards, run.crop, cfg, run.seed, device, procs)
+    loop = TrainingLoop(f"finetune@{run.name}", run.steps, cfg.log_every, Trainer(model, optimizer, schedule, scaler),
+                        checkpointer, loader, accumulation, live_dir, procs, device)
     parallel = DistributedDataParallel(model) if procs.distributed else model
     forward = torch.compile(parallel) if run.compile else parallel
-    log = TrainLog(live_dir, procs, resumed.extra["history"] if resumed else None)
-    progress = Progress(f"finetune@{run.name}", run.steps, initial=start, every=cfg.log_every, enabled=procs.is_main)
     model.train()
-    started, validating = time.perf_counter(), 0.0
-    for step in range(start + 1, run.steps + 1):
-        total, terms = 0.0, {}
-        for micro in range(accumulation):
-            images, labels = next(batches)
-            images = images.to(device, non_blocking=True).float().div_(255)
-            labels = labels.to(device, non_blocking=True).long()
-            syncs = micro == accumulation - 1 or not procs.distributed
-            with contextlib.nullcontext() if syncs else parallel.no_sync():
-                with autocast(precision, device):
-                    output = forward(images)
-                loss, micro_terms = criterion(output, labels)
-                loss = loss / accumulation
-                scaler.scale(loss).backward()
-            total += loss.item()
-            for name, value in micro_terms.items():
-                terms[name] = terms.get(name, 0.0) + value / accumulation
-        total = procs.mean(total)
-        if not math.isfinite(total):
-            log.close()
-            progress.close()
-            raise NonFiniteLossError(f"{run.name}: loss is {total} at optimizer step {step}; stopping "
-                                     f"({checkpointer.last_saved()})")
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-        if step % cfg.log_every == 0 or step == run.steps:
+    with loop:
+        for step in loop.steps():
+            total, terms = 0.0, {}
+            for micro in range(accumulation):
+                images, labels = next(loop.batches)
+                images = images.to(device, non_blocking=True).float().div_(255)
+                labels = labels.to(device, non_blocking=True).long()
+                syncs = micro == accumulation - 1 or not procs.distributed
+                with contextlib.nullcontext() if syncs else parallel.no_sync():
+                    with autocast(precision, device):
+                        output = forward(images)
+                    loss, micro_terms = criterion(output, labels)
+                    loss = loss / accumulation
+                    scaler.scale(loss).backward()
+                total += loss.item()
+                for name, value in micro_terms.items():
+                    terms[name] = terms.get(name, 0.0) + value / accumulation
+            total = procs.mean(total)
+            check_finite(total, f"optimizer step {step}")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step()
+            lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
             values = {"train/loss": total, **{f"train/{k}": procs.mean(v) for k, v in terms.items()}}
-            log.log(step, values | {f"train/lr_{name}": lr for name, lr in lrs.items()})
-        progress.update(step, loss=total, lr=lrs.get("decoder", next(iter(lrs.values()))))
-        if validate is not None and cfg.val_every and step % cfg.val_every == 0:
-            val_started = time.perf_counter()
-            scores = validation(model, validate)
-            validating += time.perf_counter() - val_started
-            log.log(step, {f"val/{name}": value for name, value in scores.items()})
-            progress.write(f"finetune@{run.name} step {step}: validation "
-                           + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
-        if checkpointer.due(step, run.steps):
-            elapsed = seconds + time.perf_counter() - started - validating
-            checkpointer.save(step, model, optimizer, schedule, scaler, {"seconds": elapsed, "history": log.history})
-    progress.close()
-    log.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return seconds + time.perf_counter() - started - validating
+            loop.report(step, values | {f"train/lr_{name}": lr for name, lr in lrs.items()},
+                        loss=total, lr=lrs.get("decoder", next(iter(lrs.values()))))
+            if validate is not None and cfg.val_every and step % cfg.val_every == 0:
+                with loop.untimed():
+                    scores = validation(model, validate)
+                loop.log.log(step, {f"val/{name}": value for name, value in scores.items()})
+                loop.progress.write(f"finetune@{run.name} step {step}: validation "
+                                    + ", ".join(f"{name} {value:.4f}" for name, value in scores.items()))
+            loop.checkpoint(step)
+    return loop.seconds()
 
 
 def validation(model: Segmenter, validate: Callable[[], dict[str, float]]) -> dict[str, float]:

@@ -5,10 +5,11 @@ import contextlib
 
 import torch
 
+from pipeline.training.choices import Precision
 from pipeline.training.gpu_lease import single_process_device
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: Precision, device: torch.device) -> str:
     """`auto` means bf16 on CUDA and fp32 elsewhere (CPU autocast is slower than fp32 for these models)."""
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"

@@ -19,7 +19,8 @@ from pipeline.config import PretrainCfg, Variant
 from pipeline.datasets.augment import TrainAugment
 from pipeline.datasets.shards import TrainStream
 from pipeline.networks.encoder import Encoder
-from pipeline.training.finetune import seed_everything
+from pipeline.training.choices import TOY_PRETRAININGS
+from pipeline.training.loop import check_finite, seed_everything
 
 
 def build_toy(variant: Variant, normalization: str) -> Encoder:
@@ -113,7 +114,7 @@ def pretrain_toy(
     elif method == "mim":
         objective = MaskedImageObjective(encoder, cfg.mask_ratio)
     else:
-        raise ValueError(f"unknown toy pretraining {method!r}; allowed: random, supervised, mim")
+        raise ValueError(f"unknown toy pretraining {method!r}; allowed: {list(TOY_PRETRAININGS)}")
     generator = torch.Generator().manual_seed(cfg.seed)
     stream = TrainStream(shards, TrainAugment(variant.toy_input[0]), seed=cfg.seed)
     batches = iter(DataLoader(stream, batch_size=cfg.batch_size, num_workers=cfg.workers))
@@ -123,8 +124,7 @@ def pretrain_toy(
     for step in range(1, cfg.steps + 1):
         images, labels = next(batches)
         loss = objective(images.float() / 255, labels.long(), generator)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"toy pretraining ({method}): loss is {loss.item()} at step {step}")
+        check_finite(loss.item(), f"optimizer step {step} of toy pretraining ({method})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

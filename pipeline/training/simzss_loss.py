@@ -11,15 +11,16 @@ authors' gather (reference §3).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 
+from pipeline.training.choices import ConceptQuery, ConceptTarget
 from pipeline.training.distributed import Processes
 
-TARGETS = ("label", "argmax")
-QUERIES = ("prototype", "instance")
+TARGETS = get_args(ConceptTarget)
+QUERIES = get_args(ConceptQuery)
 
 
 def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
