@@ -6,9 +6,11 @@ with some ignore pixels. Per core: one process, one torch thread, shards.decode_
 (crop 512, scale 0.5-2.0), as each DataLoader worker does. With `--workers N ...`, the same samples written
 as WebDataset shards are read through the training loader's path (TrainStream -> DataLoader, micro-batch 16)
 with N workers each: total images/s and per worker. The GPU needs effective batch x steps/s crops/s from it
-(e.g. 400 crops/s for the fine-tune target). The alignment's image path is measured too: a COCO-like
-512 x 512 JPEG decoded, then open_clip's random resized crop to 224 (align) or the cached full view (what the
-loader still does per sample when align.feature_cache skips the tower: 8,000 img/s needs that many decodes).
+(e.g. 400 crops/s for the fine-tune target). Hue jitter alone (drawn for half the images) is timed too: the
+project's `adjust_hue` against torchvision's, which it equals bit for bit. The alignment's image path is measured
+too: a COCO-like 512 x 512 JPEG decoded, then open_clip's random resized crop to 224 (align) or the cached full view
+(what the loader still does per sample when align.feature_cache skips the tower: 8,000 img/s needs that many
+decodes).
 
     python bench/data_pipeline.py --workers 2                          # this CPU
     python bench/data_pipeline.py --workers 4 8 16 --iters 500         # a GPU host
@@ -24,13 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
 import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_image
 
 from common import add_common_args, measure, report
-from pipeline.datasets.augment import TrainAugment
+from pipeline.datasets.augment import TrainAugment, adjust_hue
 from pipeline.datasets.caption_augment import full_view, random_resized_crop
 from pipeline.datasets.shards import TrainStream, decode_sample
 
@@ -97,6 +100,12 @@ def main() -> None:
     report(f"data_pipeline[decode+augment, crop {args.crop}, {args.height}x{args.width}, 1 core]", args, device,
            items=1, unit="images", seconds=seconds,
            extra={"decode_only_images_per_s": 1 / decode_only, "jpeg_kib": float(jpeg_kib)})
+
+    image = decode_sample(samples[0])[1]
+    torchvision_hue = measure(lambda: TF.adjust_hue(image, 0.03), args.warmup, args.iters, device)
+    report(f"data_pipeline[hue jitter, {args.height}x{args.width}, 1 core]", args, device, items=1, unit="images",
+           seconds=measure(lambda: adjust_hue(image, 0.03), args.warmup, args.iters, device),
+           extra={"torchvision_images_per_s": 1 / torchvision_hue})
 
     captions = [s["jpg"] for s in make_samples(min(args.samples, 16), 512, 512, seed=1)]
     for view, name in ((lambda im: random_resized_crop(im, args.align_size, (0.9, 1.0), g), "random resized crop"),

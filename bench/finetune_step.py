@@ -1,9 +1,9 @@
 """finetune@ optimizer-step speed: crops/s, MFU and peak memory of one fine-tuning step, random weights and data.
 
 The step is pipeline.training.finetune.train's inner loop: `accumulation` micro-batches of uint8 crops copied
-from (pinned) host memory, [0, 1] floats, autocast forward, the decoder's criterion, backward, `loss.item()`,
-then the AdamW step of build_optimizer (fused on CUDA) and zero_grad. Labels are blocky maps of 12 classes
-per crop (ADE20K-like), which matters for Mask2Former's matching. Defaults: the paper's default run
+from (pinned) host memory, [0, 1] floats, autocast forward, the decoder's criterion, backward, the loss summed on
+the device and read once, then the AdamW step of build_optimizer (fused on CUDA) and zero_grad. Labels are blocky
+maps of 12 classes per crop (ADE20K-like), which matters for Mask2Former's matching. Defaults: the paper's default run
 (ViT-B/16, crop 512, linear, effective batch 16 = micro-batch 16 x 1).
 
     python bench/finetune_step.py --compile                          # GPU, paper default (bf16 on CUDA)
@@ -59,7 +59,7 @@ def main() -> None:
         images, labels = images.pin_memory(), labels.pin_memory()
 
     def step(net) -> float:
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=device)
         for micro_images, micro_labels in zip(images, labels):
             x = micro_images.to(device, non_blocking=True).float().div_(255)
             y = micro_labels.to(device, non_blocking=True).long()
@@ -67,7 +67,8 @@ def main() -> None:
                 output = net(x)
             loss, _ = criterion(output, y)
             (loss / args.accumulation).backward()
-            total += loss.item() / args.accumulation
+            total += loss.detach().double() / args.accumulation
+        total = total.item()  # train() reads the loss once per optimizer step
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return total

@@ -27,8 +27,10 @@ run python bench/finetune_step.py "${gpu[@]}" --decoder mask2former --warmup 3 -
 run python bench/align_step.py "${gpu[@]}" --warmup 3 --iters 20
 run python bench/align_step.py "${gpu[@]}" --cached --warmup 3 --iters 30
 # Sliding-window evaluation, ADE20K protocol, ViT-B/16 linear (target: 2,000 images in under 60 s)
-run python bench/sliding_window_eval.py "${gpu[@]}" --warmup 10 --iters 200
-run python bench/sliding_window_eval.py "${gpu[@]}" --decoder mask2former --warmup 10 --iters 100
+run python bench/sliding_window_eval.py "${gpu[@]}" --images 16 --warmup 2 --iters 10
+run python bench/sliding_window_eval.py "${gpu[@]}" --decoder mask2former --images 16 --warmup 2 --iters 5
+# Host synchronisations per micro-batch and per evaluation image (miniature toy ViT, eager: counts, not speed)
+run python bench/host_syncs.py --device cuda
 # Data pipeline alone on the host's cores (decode + augmentation per core, then the DataLoader)
 run python bench/data_pipeline.py --json "$out" --iters 300 --workers 8 16 --batches 40
 exit $failed

@@ -202,6 +202,7 @@ class FinetuneCfg(_Section):
     precision: Precision
     compile: StrictBool
     workers: StrictInt
+    eval_batch_size: PositiveInt  # windows per forward in evaluation (of consecutive images)
     log_every: PositiveInt
     val_every: Annotated[NonNegativeInt, Field(description="0 = none")]  # optimizer steps between validations
     preview_images: Annotated[NonNegativeInt, Field(description="0 = none")]  # validation images in the figure
@@ -339,7 +340,8 @@ class ZeroshotCfg(_Section):
     stride: PositiveInt
     background_threshold: dict[StrictStr, StrictFloat]
     threshold_sweep: tuple[StrictFloat, ...]
-    batch_size: PositiveInt
+    batch_size: PositiveInt  # windows per forward (of consecutive images)
+    workers: NonNegativeInt  # DataLoader workers decoding the validation images
     precision: Precision
 
     def __post_init__(self) -> None:

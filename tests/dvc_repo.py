@@ -36,6 +36,8 @@ def dvc_repo(root: Path, params_text: str) -> dict:
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     for cmd in (["git", "init", "-q"], DVC + ["init", "-q"]):
         run(cmd, root, env)
+    with open(root / ".git" / "info" / "exclude", "a") as exclude:  # DVC's own state here, not the study's
+        exclude.write(".site_cache/\n.dvc_global/\n")
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the project's cache type and settings
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "study"]):
         run(cmd, root, env)

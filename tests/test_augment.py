@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torchvision.transforms.v2.functional as F
 
-from pipeline.datasets.augment import TrainAugment
+from pipeline.datasets.augment import TrainAugment, adjust_hue
 
 
 LABEL_VALUES = (1, 9, 130)
@@ -90,3 +91,39 @@ def test_colour_jitter_changes_colours_but_not_geometry():
     outs = [aug(image, label, _gen(s))[0] for s in range(16)]
     assert all((o == o[:, :1, :1]).all() for o in outs)  # still constant per channel
     assert len({tuple(o[:, 0, 0].tolist()) for o in outs}) > 4
+
+
+def every_kind_of_pixel() -> torch.Tensor:
+    """3 x 1 x N uint8: a grid of colours, and every colour with two equal channels (greys, and the ties that
+    decide torchvision's hue formula)."""
+    levels = torch.tensor([0, 1, 2, 3, 127, 128, 129, 252, 253, 254, 255, *range(5, 250, 6)])
+    grid = torch.cartesian_prod(levels, levels, levels)
+    a, b = torch.cartesian_prod(torch.arange(256), torch.arange(256)).T
+    ties = torch.cat([torch.stack(c, 1) for c in ((a, a, b), (a, b, a), (b, a, a))])
+    return torch.cat([grid, ties]).T.reshape(3, 1, -1).to(torch.uint8)
+
+
+@pytest.mark.parametrize("factor", [-18 / 360, 18 / 360, -0.5, 0.5, 0.0, -1e-8, 0.0123, 1 / 6])
+def test_hue_is_torchvisions_bit_for_bit(factor):
+    pixels = every_kind_of_pixel()
+    assert torch.equal(adjust_hue(pixels, factor), F.adjust_hue(pixels, factor))
+
+
+def test_hue_is_torchvisions_on_random_images():
+    g = _gen(0)
+    for h, w in [(97, 131), (1, 1), (300, 7)]:
+        planar = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        interleaved = torch.randint(0, 256, (h, w, 3), dtype=torch.uint8, generator=g).permute(2, 0, 1)  # as decoded
+        for image in (planar, interleaved):
+            factor = float(torch.empty(()).uniform_(-0.5, 0.5, generator=g))
+            assert torch.equal(adjust_hue(image, factor), F.adjust_hue(image, factor))
+
+
+@pytest.mark.slow
+def test_hue_is_torchvisions_on_every_colour():
+    colours = torch.arange(1 << 24, dtype=torch.int32)
+    rgb = torch.stack([colours >> 16, colours >> 8 & 255, colours & 255]).to(torch.uint8)
+    for factor in (-18 / 360, 18 / 360, 0.0077):
+        for part in rgb.split(1 << 20, dim=1):
+            image = part.reshape(3, 1024, 1024)
+            assert torch.equal(adjust_hue(image, factor), F.adjust_hue(image, factor))

@@ -65,13 +65,25 @@ def test_hand_computed_example():
     assert cm.pixel_accuracy() == pytest.approx(2 / 3)
 
 
-def test_rejects_labels_outside_the_classes():
+def test_labels_outside_the_classes_are_reported_when_read():
     cm = ConfusionMatrix(3)
-    with pytest.raises(ValueError, match="target"):
-        cm.update(torch.tensor([0, 1]), torch.tensor([0, 3]))
+    cm.update(torch.tensor([0, 1]), torch.tensor([0, IGNORE]))
+    cm.update(torch.tensor([0, 7]), torch.tensor([0, IGNORE]))  # an ignored pixel's prediction is not checked
+    assert cm.matrix.sum() == 2
+    cm.update(torch.tensor([0, 1, 1]), torch.tensor([0, 3, -1]))
+    with pytest.raises(ValueError, match=r"update 2: target labels .* 2 target and 0 predicted pixels"):
+        cm.miou()
+    with pytest.raises(ValueError, match="update 2"):  # and on every later read
+        cm.update(torch.tensor([0]), torch.tensor([0]))
+        cm.matrix
+    with pytest.raises(ValueError, match=r"'c': target labels"):
+        cm.image_counts(["a", "b", "c", "d"])
+    cm = ConfusionMatrix(3)
+    cm.update(torch.tensor([3]), torch.tensor([2]))
+    with pytest.raises(ValueError, match="0 target and 1 predicted"):
+        cm.pixel_accuracy()
     with pytest.raises(ValueError, match="shape"):
-        cm.update(torch.tensor([0, 1]), torch.tensor([0, 1, 2]))
-    assert cm.matrix.sum() == 0
+        ConfusionMatrix(3).update(torch.tensor([0, 1]), torch.tensor([0, 1, 2]))
 
 
 def test_pixel_accuracy_is_exact_in_float64_beyond_float32_counts():

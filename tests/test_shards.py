@@ -12,8 +12,8 @@ from PIL import Image
 from pipeline.datasets.miniature import generate
 from pipeline.datasets.miniature.formats import encode_jpeg, encode_png, write_zip
 from pipeline.datasets.readers import list_samples, read_sample
-from pipeline.datasets.shards import (TrainStream, load_split, prepare_dataset, read_manifest,
-                                      shard_paths)
+from pipeline.datasets.shards import (SplitStream, TrainStream, load_split, prepare_dataset, read_manifest,
+                                      shard_paths, split_loader)
 from pipeline.datasets.specs import cityscapes_palette, get_spec, get_view
 from pipeline.errors import DataError
 
@@ -159,6 +159,21 @@ def test_load_split_with_a_view_remaps_labels(tmp_path):
     assert label.tolist() == [[255, 0, 1, 19], [255, 14, 255, 6]]
     with pytest.raises(DataError, match=r"manifest\.json.*'pascal_voc'.*'pascal_context59'"):
         load_split(tmp_path / "out", "val", get_view("pascal_context59"))
+
+
+def test_split_loader_keeps_the_manifest_order_with_any_workers_and_shares(mini, tmp_path):
+    prepare_dataset("ade20k", mini / "ade20k", tmp_path / "out", shard_size=2, workers=1)
+    everything = load_split(tmp_path / "out", "train")
+    assert len(everything) == 5
+    for workers, rank, world_size in [(0, 0, 1), (1, 0, 1), (2, 0, 1), (2, 0, 2), (2, 1, 2), (0, 2, 3)]:
+        loader = split_loader(tmp_path / "out", "train", workers, torch.device("cpu"), rank=rank,
+                              world_size=world_size)
+        share = everything[rank::world_size]
+        assert len(loader) == len(share) and loader.dataset.keys() == [key for key, _, _ in share]
+        got = list(loader)
+        assert [key for key, _, _ in got] == [key for key, _, _ in share]
+        assert all(torch.equal(a[1], b[1]) and torch.equal(a[2], b[2]) for a, b in zip(got, share))
+    assert isinstance(loader.dataset, SplitStream)
 
 
 # ---------------------------------------------------------------- TrainStream

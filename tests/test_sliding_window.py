@@ -3,8 +3,9 @@ import math
 import pytest
 import torch
 
-from pipeline.evaluation.sliding_window import predict, resize_short_side, sliding_window_logits, window_starts
-from pipeline.evaluation.windows import upsample_logits
+from pipeline.evaluation.sliding_window import (predict, predictions, resize_short_side, sliding_window_logits,
+                                               window_starts)
+from pipeline.evaluation.windows import batched, upsample_logits
 from pipeline.networks.segmenter import build_segmenter
 
 
@@ -87,3 +88,41 @@ def test_image_of_crop_size_equals_a_direct_forward():
 def test_wrong_number_of_classes_is_reported():
     with pytest.raises(ValueError, match="3"):
         sliding_window_logits(window_index_model, torch.zeros(3, 64, 64, dtype=torch.uint8), crop=64, num_classes=3)
+
+
+def test_batched_fills_each_forward_across_jobs_and_hands_outputs_back_in_order():
+    sizes = [2, 3, 1, 5, 2]
+    jobs = [(f"job{i}", torch.arange(n) + 10 * i) for i, n in enumerate(sizes)]
+    calls = []
+
+    def forward(x):
+        calls.append(x.tolist())
+        return -x
+
+    out = list(batched(jobs, forward, 4))
+    assert [len(c) for c in calls] == [4, 4, 4, 1]
+    assert [job for job, _ in out] == [job for job, _ in jobs]
+    assert all(torch.equal(y, -x) for (_, y), (_, x) in zip(out, jobs))
+    with pytest.raises(ValueError, match="2 outputs for 3 inputs"):
+        list(batched([("a", torch.zeros(3))], lambda x: x[:2], 4))
+
+
+def test_predictions_of_several_images_equal_predict_at_any_batch_size():
+    torch.manual_seed(0)
+    model = build_segmenter("linear", 5, timm_name="vit_tiny_patch16_224", img_size=64, patch_size=16,
+                            timm_kwargs=dict(embed_dim=32, depth=2, num_heads=2)).eval()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, size, dtype=torch.uint8, generator=g)
+              for size in [(3, 64, 150), (3, 90, 64), (3, 40, 50), (3, 64, 64), (3, 70, 300)]]
+    expected = [predict(model, image, 64, 5) for image in images]
+    for batch_size in (1, 3, 16):
+        seen = []
+
+        def spy(x):
+            seen.append(x.shape[0])
+            return model(x)
+
+        got = list(predictions(spy, enumerate(images), crop=64, num_classes=5, batch_size=batch_size))
+        assert [i for i, _ in got] == list(range(len(images)))
+        assert all(torch.equal(p, e) for (_, p), e in zip(got, expected))
+        assert sum(seen) == 3 + 2 + 2 + 1 + 5 and all(n == batch_size for n in seen[:-1])

@@ -22,12 +22,13 @@ def dvc_stages() -> dict:
 
 
 def imported_files(module: str) -> set[str]:
-    """The project files (repository-relative) that importing `module` runs, transitively; empty __init__ aside.
-    Imports inside functions count: the stage runs them."""
+    """The project files (repository-relative) that importing `module` runs, transitively, with the packages' own
+    __init__ (empty ones aside). Imports inside functions count: the stage runs them."""
     found, todo = set(), [module]
     while todo:
         name = todo.pop()
         parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # importing a.b.c runs a and a.b first
         candidates = [REPO.joinpath(*parts).with_suffix(".py"), REPO.joinpath(*parts, "__init__.py")]
         path = next((p for p in candidates if p.is_file()), None)
         rel = path and path.relative_to(REPO).as_posix()

@@ -437,7 +437,7 @@ def test_evaluate_benchmark_with_background_matches_a_hand_computation():
     # dominant classes: "one" -> label 1 (embedding 0), "two" -> label 2 (embedding 1),
     # "void" skipped; centre crops [[A, A], [B, D]] -> 0 (right), [[C, B], [D, A]] -> 0 (wrong)
     assert result["classified"] == 2 and result["top1"] == 0.5
-    assert [tuple(x.shape) for x in mean_colour.inputs] == [(1, 3, 2, 2)] * 2
+    assert [tuple(x.shape) for x in mean_colour.inputs] == [(2, 3, 2, 2)]  # the two centre crops in one batch
     torch.testing.assert_close(mean_colour.inputs[0][0], coloured([[A, A], [B, D]]).float() / 255)
 
 
@@ -451,6 +451,32 @@ def test_evaluate_benchmark_without_background():
     assert result["images"] == 1 and result["classified"] == 1
     # dominant label 1; centre crop [[A, B], [D, B]] -> mean colour leans green -> class 1
     assert result["top1"] == 1.0
+
+
+def test_evaluate_benchmark_batches_the_windows_of_several_images():
+    g = torch.Generator().manual_seed(3)
+    samples = [(f"s{i}", torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g),
+                torch.randint(0, 3, (h, w), dtype=torch.uint8, generator=g))
+               for i, (h, w) in enumerate([(20, 30), (16, 40), (30, 20), (16, 16)])]
+    results = {}
+    for batch_size in (1, 4, 64):
+        calls = []
+
+        def patch_fn(x):
+            calls.append(x.shape[0])
+            return pixel_colours(x)
+
+        mean_colour.inputs = []
+        results[batch_size] = evaluate_benchmark(samples, patch_fn, mean_colour, torch.eye(3), num_classes=3,
+                                                 with_background=False, thresholds=[], short_side=16, window=16,
+                                                 stride=8, batch_size=batch_size)
+        assert sum(calls) == 2 + 4 + 2 + 1 and all(n == batch_size for n in calls[:-1])
+        assert [x.shape[0] for x in mean_colour.inputs] == [min(batch_size, 4 - i) for i in range(0, 4, batch_size)]
+    first = results[1]
+    for result in results.values():
+        assert result["miou"] == first["miou"] and result["top1"] == first["top1"]
+        assert (result["counts"].intersection == first["counts"].intersection).all()
+        assert (result["counts"].union == first["counts"].union).all()
 
 
 def test_evaluate_benchmark_errors_name_the_sample():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
+from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_image
 
 from pipeline.atomic import atomic_path, write_json
@@ -188,21 +189,57 @@ def decode_sample(sample: dict) -> tuple[str, torch.Tensor, torch.Tensor]:
     return key, image, label
 
 
+class SplitStream(torch.utils.data.IterableDataset):
+    """A split's samples decoded one at a time, in manifest order: (key, image uint8 3xHxW, label uint8 HxW), the
+    labels remapped to a `view`'s train ids.
+
+    `rank` and `world_size` keep every world_size-th sample from the rank-th (a process's share of an evaluation).
+    Under a DataLoader each of `workers` workers decodes every workers-th of those, and the loader hands them back
+    in the same order: what comes out does not depend on the number of workers.
+    """
+
+    def __init__(self, out_dir: Path, split: str, view: LabelView | None = None, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        if view is not None and (dataset := read_manifest(out_dir)["dataset"]) != view.base:
+            raise DataError(f"{Path(out_dir) / MANIFEST}: shards of {dataset!r}, but view "
+                            f"{view.name!r} is of {view.base!r}")
+        self.out_dir, self.split, self.view = Path(out_dir), split, view
+        self.count = _split_entry(out_dir, split)["count"]
+        self.shards = shard_paths(out_dir, split)
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.count, self.world_size))
+
+    def keys(self) -> list[str]:
+        """The keys of the samples, in order, without decoding them."""
+        return [sample["__key__"] for sample in _read_shards(self.shards)][self.rank::self.world_size]
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        seen = 0
+        for index, sample in enumerate(_read_shards(self.shards)):
+            seen += 1
+            if index % self.world_size == self.rank and index // self.world_size % workers == worker:
+                key, image, label = decode_sample(sample)
+                yield key, image, label if self.view is None else self.view.remap(label)
+        if seen != self.count:
+            raise DataError(f"{self.out_dir}: split {self.split!r} has {seen} samples in its "
+                            f"shards, the manifest says {self.count}")
+
+
+def split_loader(out_dir: Path, split: str, workers: int, device: torch.device, view: LabelView | None = None,
+                 rank: int = 0, world_size: int = 1) -> DataLoader:
+    """`SplitStream`'s samples, decoded by `workers` DataLoader workers (0: by this process), pinned for a GPU."""
+    return DataLoader(SplitStream(out_dir, split, view, rank, world_size), batch_size=None, num_workers=workers,
+                      pin_memory=device.type == "cuda")
+
+
 def load_split(out_dir: Path, split: str,
                view: LabelView | None = None) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    """All samples of a split, decoded, in manifest order (for evaluation); with a `view` of
-    the prepared dataset, labels are remapped to the view's train ids."""
-    if view is not None and (dataset := read_manifest(out_dir)["dataset"]) != view.base:
-        raise DataError(f"{Path(out_dir) / MANIFEST}: shards of {dataset!r}, but view "
-                        f"{view.name!r} is of {view.base!r}")
-    entry = _split_entry(out_dir, split)
-    samples = [decode_sample(s) for s in _read_shards(shard_paths(out_dir, split))]
-    if len(samples) != entry["count"]:
-        raise DataError(f"{Path(out_dir)}: split {split!r} has {len(samples)} samples in its "
-                        f"shards, the manifest says {entry['count']}")
-    if view is not None:
-        samples = [(key, image, view.remap(label)) for key, image, label in samples]
-    return samples
+    """All samples of a split, decoded, in manifest order (`SplitStream`, at once)."""
+    return list(SplitStream(out_dir, split, view))
 
 
 def _image_and_label(sample: dict) -> tuple[torch.Tensor, torch.Tensor]:

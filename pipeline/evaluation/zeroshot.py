@@ -12,7 +12,8 @@ resize: short side exactly `short_side`, antialiased, no cap on the long side.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from typing import get_args
 
 import torch
@@ -24,7 +25,7 @@ from pipeline.errors import DataError
 from pipeline.evaluation.choices import ZeroshotResize
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.sliding_window import resize_short_side
-from pipeline.evaluation.windows import WindowMean, upsample_logits
+from pipeline.evaluation.windows import Box, Job, WindowMean, batched, upsample_logits
 
 PatchFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -119,17 +120,53 @@ def slide_windows(height: int, width: int, window: int, stride: int) -> list[tup
     return [(y0, y1, x0, x1) for y0, y1 in spans(height) for x0, x1 in spans(width)]
 
 
-def _window_scores(patch_fn: PatchFn, crops: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    """B x K x window x window cosine scores of B square uint8 crops."""
+def _slide_crops(image: torch.Tensor, short_side: int, window: int, stride: int, resize: str,
+                 long_side: int | None) -> tuple[torch.Tensor, list[Box], tuple[int, int], tuple[int, int]]:
+    """The windows (n x 3 x window x window uint8) of the resized and padded image, their boxes, and the padded
+    and resized sizes."""
+    resized = resize_for_zeroshot(image, short_side, resize, long_side)
+    resized_h, resized_w = resized.shape[-2:]
+    padded = F.pad(resized, (0, max(window - resized_w, 0), 0, max(window - resized_h, 0)))
+    boxes = slide_windows(*padded.shape[-2:], window, stride)
+    crops = torch.stack([padded[:, y0:y1, x0:x1] for y0, y1, x0, x1 in boxes])
+    return crops, boxes, tuple(padded.shape[-2:]), (resized_h, resized_w)
+
+
+def _patch_tokens(patch_fn: PatchFn, dim: int, crops: torch.Tensor) -> torch.Tensor:
+    """patch_fn's tokens (B x h x w x D) of B square uint8 crops, checked."""
     tokens = patch_fn(crops.float() / 255)
-    if tokens.dim() != 4 or tokens.shape[0] != crops.shape[0] or tokens.shape[-1] != classes.shape[-1]:
+    if tokens.dim() != 4 or tokens.shape[0] != crops.shape[0] or tokens.shape[-1] != dim:
         raise ValueError(f"patch_fn returned shape {tuple(tokens.shape)} for {crops.shape[0]} windows; "
-                         f"expected {crops.shape[0]} x h x w x {classes.shape[-1]}")
-    scores = torch.einsum("bhwd,kd->bkhw", tokens.float(), classes.to(tokens.device))
-    return upsample_logits(scores, tuple(crops.shape[-2:]))
+                         f"expected {crops.shape[0]} x h x w x {dim}")
+    return tokens
 
 
 @torch.no_grad()
+def batched_dense_scores(
+    patch_fn: PatchFn,
+    images: Iterable[tuple[Job, torch.Tensor]],
+    class_emb: torch.Tensor,
+    short_side: int,
+    window: int,
+    stride: int,
+    batch_size: int = 16,
+    *,
+    resize: str = "mmseg",
+    long_side: int | None = None,
+) -> Iterator[tuple[Job, torch.Tensor]]:
+    """(job, `dense_scores` of the image) for each (job, image) of `images`, in order, the windows of consecutive
+    images going through `patch_fn` `batch_size` at a time (`windows.batched`)."""
+    classes = F.normalize(class_emb.float(), dim=-1)
+    jobs = (((job, image.shape[-2:], boxes, padded, resized), crops) for job, image in images
+            for crops, boxes, padded, resized in [_slide_crops(image, short_side, window, stride, resize, long_side)])
+    for (job, size, boxes, padded, resized), tokens in batched(
+            jobs, partial(_patch_tokens, patch_fn, classes.shape[-1]), batch_size):
+        scores = torch.einsum("bhwd,kd->bkhw", tokens.float(), classes.to(tokens.device))
+        average = WindowMean(classes.shape[0], *padded)
+        average.add(boxes, upsample_logits(scores, (window, window)))
+        yield job, upsample_logits(average.mean()[None, :, :resized[0], :resized[1]], size)[0]
+
+
 def dense_scores(
     patch_fn: PatchFn,
     image: torch.Tensor,
@@ -151,20 +188,9 @@ def dense_scores(
     final resize. The scores live on patch_fn's output device. `resize` and `long_side` choose
     the test-time resize (`resize_for_zeroshot`).
     """
-    height, width = image.shape[-2:]
-    resized = resize_for_zeroshot(image, short_side, resize, long_side)
-    resized_h, resized_w = resized.shape[-2:]
-    padded = F.pad(resized, (0, max(window - resized_w, 0), 0, max(window - resized_h, 0)))
-    boxes = slide_windows(*padded.shape[-2:], window, stride)
-    classes = F.normalize(class_emb.float(), dim=-1)
-
-    average = WindowMean(classes.shape[0], *padded.shape[-2:])
-    for start in range(0, len(boxes), batch_size):
-        chunk = boxes[start:start + batch_size]
-        crops = torch.stack([padded[:, y0:y1, x0:x1] for y0, y1, x0, x1 in chunk])
-        average.add(chunk, _window_scores(patch_fn, crops, classes))
-    mean = average.mean()[:, :resized_h, :resized_w]
-    return upsample_logits(mean[None], (height, width))[0]
+    [(_, scores)] = batched_dense_scores(patch_fn, [(None, image)], class_emb, short_side, window, stride,
+                                         batch_size, resize=resize, long_side=long_side)
+    return scores
 
 
 def predict(scores: torch.Tensor, background_threshold: float | None = None) -> torch.Tensor:
@@ -243,8 +269,10 @@ def evaluate_benchmark(
 ) -> dict:
     """Dataset-level mIoU (per background threshold) and zero-shot top-1 over `samples`.
 
-    `samples` are (key, uint8 3 x H x W image, H x W label) as `shards.load_split` returns.
-    With background, `class_emb` holds the K foreground classes, labels run 0..K with 0 =
+    `samples` are (key, uint8 3 x H x W image, H x W label) as `shards.SplitStream` gives them. The
+    windows of consecutive images go through `patch_fn`, and their centre crops through `global_fn`,
+    `batch_size` at a time; the host reads what the device counted once, at the end. With
+    background, `class_emb` holds the K foreground classes, labels run 0..K with 0 =
     background, and the dense scores of each image are computed once and thresholded at
     every value of `thresholds`; without background, `thresholds` is unused. Top-1
     predicts each image's dominant foreground class from `global_fn` (B x 3 x window x
@@ -259,29 +287,42 @@ def evaluate_benchmark(
         raise ValueError(f"resize must be one of {list(RESIZES)}, got {resize!r}")
     levels = _levels(num_classes, class_emb.shape[0], with_background, thresholds)
     matrices = [ConfusionMatrix(num_classes, ignore_index) for _ in levels]
-    keys, classified, correct = [], 0, 0
-    for key, image, label in samples:
-        if tuple(label.shape) != tuple(image.shape[-2:]):
-            raise DataError(f"sample {key!r}: label is {tuple(label.shape)} but image is "
-                            f"{tuple(image.shape[-2:])}; expected equal H x W")
-        scores = dense_scores(patch_fn, image, class_emb, short_side, window, stride, batch_size,
-                              resize=resize, long_side=long_side)
-        target = label.to(scores.device)
+    keys, centres, dominants, predicted = [], [], [], []
+
+    def classify_centres() -> None:
+        if centres:
+            predicted.append(classify(global_fn(torch.cat(centres)), class_emb))
+            centres.clear()
+
+    def images():
+        for key, image, label in samples:
+            if tuple(label.shape) != tuple(image.shape[-2:]):
+                raise DataError(f"sample {key!r}: label is {tuple(label.shape)} but image is "
+                                f"{tuple(image.shape[-2:])}; expected equal H x W")
+            yield (key, image, label), image
+
+    for (key, image, label), scores in batched_dense_scores(patch_fn, images(), class_emb, short_side, window,
+                                                             stride, batch_size, resize=resize, long_side=long_side):
+        target = label.to(scores.device, non_blocking=True)
         for matrix, level in zip(matrices, levels):
-            try:
-                matrix.update(predict(scores, level), target)
-            except ValueError as err:
-                raise DataError(f"sample {key!r}: {err}") from err
+            matrix.update(predict(scores, level), target)
         keys.append(key)
         dominant = dominant_class(label, num_classes, with_background, ignore_index)
         if dominant is not None:
-            predicted = classify(global_fn(_center_window(image, window)), class_emb)
-            correct += int(predicted[0] == dominant)
-            classified += 1
+            dominants.append(dominant)
+            centres.append(_center_window(image, window))
+            if len(centres) == batch_size:
+                classify_centres()
+    classify_centres()
+    try:
+        counts = matrices[0].image_counts(keys)  # the one read of the device's counts, which checks the labels
+    except ValueError as err:
+        raise DataError(f"sample {err}") from None
+    correct = int((torch.cat(predicted).cpu() == torch.tensor(dominants)).sum()) if dominants else 0
     return {
         "images": len(keys),
         "miou": [{"threshold": level, "miou": matrix.miou()} for level, matrix in zip(levels, matrices)],
-        "classified": classified,
-        "top1": correct / classified if classified else None,
-        "counts": matrices[0].image_counts(keys),
+        "classified": len(dominants),
+        "top1": correct / len(dominants) if dominants else None,
+        "counts": counts,
     }

@@ -7,7 +7,7 @@ import torch
 
 from pipeline.config import ZeroshotCfg
 from pipeline.datasets.concept_bank import prompt_names
-from pipeline.datasets.shards import load_split
+from pipeline.datasets.shards import split_loader
 from pipeline.datasets.specs import VIEWS, benchmark_classes, get_view
 from pipeline.evaluation.image_counts import ImageCounts
 from pipeline.evaluation.zeroshot import class_embeddings, evaluate_benchmark
@@ -51,7 +51,7 @@ def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_roo
         with torch.no_grad():
             class_emb = class_embeddings(lambda t: text.encode(t.to(device)), tokenize, names)
         view = get_view(benchmark) if benchmark in VIEWS else None
-        samples = load_split(Path(shards_root) / (view.base if view else benchmark), "val", view)
+        samples = split_loader(Path(shards_root) / (view.base if view else benchmark), "val", cfg.workers, device, view)
         thresholds = benchmark_thresholds(cfg, benchmark) if with_background else []
         result = evaluate_benchmark(samples, patch_fn, global_fn, class_emb, num_classes=len(classes),
                                     with_background=with_background, thresholds=thresholds,

@@ -3,7 +3,7 @@
 The model is built at its native resolution (so pretrained or local weights load
 unchanged) and then resized: the patch-embedding kernel is FlexiViT-resampled to
 the new patch size, the absolute position embedding is resampled to the new
-grid, and a family hook (families.py: EVA-02 RoPE, SAM windows) adapts the rest.
+grid, and a family hook (families.py: the RoPE of EVA-02, PE and DINOv3, SAM's windows) adapts the rest.
 The output is the last layer's patch tokens, B x N x D.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from timm.models import get_pretrained_cfg
 from timm.models._input import update_model_input_size
 from torch import nn
 
-from pipeline.errors import CheckpointError
+from pipeline.errors import CheckpointError, ResizeError
 from pipeline.networks.beit3 import set_sub_ln_eps, uses_sub_ln
 from pipeline.networks.choices import Normalization
 from pipeline.networks.families import FAMILY_HOOKS
@@ -61,10 +61,11 @@ class Encoder(nn.Module):
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}")
         self.model = create_native_model(timm_name, pretrained and checkpoint is None, timm_kwargs or {})
+        if getattr(self.model, "dynamic_img_size", False):
+            raise ResizeError(f"{timm_name}: dynamic_img_size must stay off, the input size is fixed to img_size; timm "
+                              f"builds this model dynamic by default, so set timm_kwargs: {{dynamic_img_size: false}}")
         if checkpoint is not None:
             load_strict(self.model, load_state_dict_file(checkpoint), source=str(checkpoint))
-        if getattr(self.model, "dynamic_img_size", False):
-            raise ValueError(f"{timm_name}: dynamic_img_size must stay off; the input size is fixed to img_size")
         self.native_grid: tuple[int, int] = tuple(self.model.patch_embed.grid_size)
         self.native_patch_size: tuple[int, int] = tuple(self.model.patch_embed.patch_size)
         resize_model(self.model, img_size, patch_size)
@@ -88,8 +89,8 @@ class Encoder(nn.Module):
         return self._patches(self.model.forward_features(self.normalize(x)))
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(global B x D, patches B x N x D) after the final norm: the CLS token, or the patch mean for
-        models without one."""
+        """(global B x D, patches B x N x D) after the final norm: the CLS token (row 0: timm puts it before any
+        registers, which are in neither), or the patch mean for models without one."""
         features = self.model.forward_features(self.normalize(x))
         patches = self._patches(features)
         if features.ndim == 3 and getattr(self.model, "cls_token", None) is not None:

@@ -1,8 +1,10 @@
 """Per-family adaptations run after the generic resize (reference §1 "Special handling").
 
 Each hook is called as hook(model, old_grid, grid) once the patch embedding and
-absolute position embedding are at the new grid. BEiT-3 (sub-LN through timm
-kwargs), DINOv2, DeiT III and SigLIP need nothing beyond the generic resize.
+absolute position embedding are at the new grid; hooks are keyed by the timm class.
+BEiT-3 (sub-LN through timm kwargs), DINOv2 (with registers), DeiT III, SigLIP (2),
+C-RADIOv3, TIPSv2 and AIMv2 are timm VisionTransformers and need nothing beyond the
+generic resize: their prefix rows (CLS, registers, `no_embed_class`) are generic.
 """
 from __future__ import annotations
 
@@ -22,11 +24,13 @@ Grid = tuple[int, int]
 
 
 def adapt_eva(model: Eva, old_grid: Grid, grid: Grid) -> None:
-    """EVA-02: rebuild the rotary embedding for the new grid.
+    """timm's Eva class (EVA-02, Perception Encoder, DINOv3): rebuild the rotary embedding for the new grid.
 
-    timm's update keeps `ref_feat_shape` (the pretraining grid the frequencies are
-    scaled to), which equals building a second model at the new size and taking
-    its `.rope`, as the authors do.
+    The update equals building a second timm model at the new size and taking its
+    `.rope`, as the benchmark's authors do for EVA-02. EVA-02 and PE keep
+    `ref_feat_shape`, the pretraining grid their positions are scaled to; DINOv3
+    normalises positions to [-1, 1] on any grid, as its own code does per input.
+    PE also has an absolute position embedding, resampled before this hook.
     """
     if model.rope is not None:
         model.rope.update_feat_shape(list(grid))

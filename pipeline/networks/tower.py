@@ -23,8 +23,8 @@ def normalized_tokens(tower: Encoder, images: torch.Tensor, precision: str,
                       global_token: GlobalToken = "cls") -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised float32 (global B x D, patches B x N x D) of float images in [0, 1]; no gradients.
 
-    The global token is the CLS token (the paper's) or the mean of the patch tokens (for towers whose
-    CLS token was never trained, like the miniature's toys).
+    The global token is the CLS token (the paper's; never a register of DINOv2-reg or DINOv3) or the mean of the
+    patch tokens (for towers whose CLS token was never trained, like the miniature's toys).
     """
     with torch.no_grad(), autocast(precision, images.device):
         glob, patches = tower.tokens(images)

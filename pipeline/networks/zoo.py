@@ -1,7 +1,7 @@
 """The configured model zoo at a crop and patch size: parameters, token grid, prefix tokens, normalisation.
 
 Every encoder is built exactly as fine-tuning builds it (native timm model, resize,
-family hooks) but on PyTorch's meta device, so listing all 22 ViT-B/L
+family hooks) but on PyTorch's meta device, so listing a study's ViT-B/L
 encoders takes seconds and downloads nothing.
 """
 from __future__ import annotations
@@ -38,12 +38,15 @@ class ZooEntry:
 
 def describe(params: Params, models: list[str], sizes: list[str], crop: int, patch_size: int,
              normalization: str) -> list[ZooEntry]:
-    """One entry per (model, size) from params.model_cfg, built at `crop` with `patch_size` patches."""
+    """One entry per (model, size) from params.model_cfg, built at `crop` with `patch_size` patches; a size a model
+    does not come in (AIMv2 has no ViT-B) has no entry."""
     entries = []
     for model in models:
         cfg = params.model_cfg[model]
         for size in sizes:
-            variant = cfg.variants[size]
+            variant = cfg.variants.get(size)
+            if variant is None:
+                continue
             with torch.device("meta"):
                 encoder = Encoder(variant.timm_name, crop, patch_size, timm_kwargs=variant.timm_kwargs,
                                   normalization=normalization)

@@ -2,6 +2,7 @@
 
     python -m pipeline.tools.zoo --params params-paper.yaml                 # the paper's 20 encoders + SimZSS's 2
     python -m pipeline.tools.zoo --params params-paper.yaml --patch-size 8  # the patch-8 setting
+    python -m pipeline.tools.zoo --params params-vfm2025.yaml --crop 1024   # today's VFMs at the Cityscapes crop
 
 Defaults: every model in model_cfg, every size in `sizes`, the crop of the base setup's dataset,
 the base setup's patch size and normalisation. Nothing is downloaded (the encoders are built on

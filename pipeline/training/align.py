@@ -116,7 +116,8 @@ class MicroBatch(NamedTuple):
 
 def train_step(trainer: Trainer, micro_batches: list[MicroBatch], cfg: AlignCfg, concept_weight: float,
                precision: str, where: str, procs: Processes = Processes()) -> dict[str, float]:
-    """One optimizer step on this process's micro-batches; the logged terms (means over processes).
+    """One optimizer step on this process's micro-batches; the logged terms except the logit scale (means over
+    processes), read to the host at once before the backward.
 
     The contrastive and concept losses need the whole batch at once, so more than one micro-batch
     is accumulated the GradCache way: text features of every micro-batch without a graph, the loss
@@ -144,7 +145,8 @@ def train_step(trainer: Trainer, micro_batches: list[MicroBatch], cfg: AlignCfg,
     out = simzss_loss(batch("image_global"), batch("patches"), text_global, token_emb, batch("concepts"),
                       batch("spans"), model.logit_scale.exp(), concept_weight, cfg.concept_temperature,
                       cfg.concept_scale, cfg.concept_target, cfg.concept_query, procs)
-    loss = procs.mean(out.total.item())
+    loss, clip, concept, accuracy = procs.means(
+        torch.stack([out.total, out.clip, out.concept, out.concept_accuracy]).double())  # the step's one read
     check_finite(loss, where)
     trainer.scaler.scale(out.total).backward()
     if len(micro_batches) > 1:
@@ -161,9 +163,8 @@ def train_step(trainer: Trainer, micro_batches: list[MicroBatch], cfg: AlignCfg,
     trainer.optimizer.zero_grad(set_to_none=True)
     trainer.schedule.step()
     model.clamp_logit_scale(cfg.logit_scale_max)
-    return {"loss": loss, "clip_loss": procs.mean(out.clip.item()), "concept_loss": procs.mean(out.concept.item()),
-            "concept_accuracy": procs.mean(out.concept_accuracy.item()), "concepts_per_batch": out.concepts,
-            "logit_scale": model.logit_scale.exp().item()}
+    return {"loss": loss, "clip_loss": clip, "concept_loss": concept, "concept_accuracy": accuracy,
+            "concepts_per_batch": out.concepts}
 
 
 def fingerprint(cfg: AlignCfg, text_cfg: TextTowerCfg, concept_weight: float, tower: Variant, weights: Path,
@@ -206,8 +207,10 @@ def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextTowerCfg, concept_we
         for step in loop.steps():
             micro_batches = [micro_batch() for _ in range(accumulation)]
             terms = train_step(trainer, micro_batches, cfg, concept_weight, precision, f"optimizer step {step}", procs)
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
+            for key in ("loss", "concepts_per_batch"):
+                sums[key] = sums.get(key, 0.0) + terms[key]
+            if loop.logs(step):  # the logit scale after the step: one more read, only when it is logged
+                terms["logit_scale"] = trainer.model.logit_scale.exp().item()
             lr = trainer.optimizer.param_groups[0]["lr"]
             loop.report(step, {f"train/{k}": v for k, v in terms.items()} | {"train/lr": lr}, loss=terms["loss"], lr=lr)
             loop.checkpoint(step, sums=sums, terms=terms)

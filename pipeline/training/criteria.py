@@ -1,4 +1,7 @@
-"""Each decoder's training loss as one callable: (decoder output, B x H x W labels) -> (loss, logged terms)."""
+"""Each decoder's training loss as one callable: (decoder output, B x H x W labels) -> (loss, logged terms).
+
+The logged terms stay on the device (detached): the training loop reads them only when it logs.
+"""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -11,7 +14,7 @@ from pipeline.config import Mask2FormerCfg
 from pipeline.evaluation.windows import upsample_logits
 from pipeline.training.mask_classification import Mask2FormerLoss, targets_from_labels
 
-Criterion = Callable[[Any, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+Criterion = Callable[[Any, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -34,8 +37,8 @@ def build_criterion(decoder: str, num_classes: int, ignore_index: int, mask2form
         last = mask2former.num_blocks
 
         def criterion(predictions, labels):
-            total, terms = loss(predictions, targets_from_labels(labels, ignore_index))
-            return total, {name: terms[f"layer{last}/{name}"].item() for name in ("ce", "bce", "dice")}
+            total, terms = loss(predictions, targets_from_labels(labels, ignore_index, num_classes))
+            return total, {name: terms[f"layer{last}/{name}"] for name in ("ce", "bce", "dice")}
 
         return criterion
     raise ValueError(f"no training loss for decoder {decoder!r}")

@@ -37,13 +37,14 @@ class Processes:
             return torch.device("cuda", self.local_rank)
         return single_process_device()
 
-    def mean(self, value: float) -> float:
-        """The mean over processes of a per-process number."""
+    def means(self, values: torch.Tensor) -> list[float]:
+        """The means over processes of a 1-D tensor of per-process numbers (float64, on the training device): one
+        all-reduce and one read to the host."""
         if not self.distributed:
-            return value
-        t = torch.tensor([float(value)], dtype=torch.float64)
-        dist.all_reduce(t)
-        return t.item() / self.world_size
+            return values.tolist()
+        values = values.clone()
+        dist.all_reduce(values)
+        return [value / self.world_size for value in values.tolist()]
 
     def gather_objects(self, obj) -> list:
         """Every process's `obj` (picklable), in rank order."""

@@ -15,12 +15,12 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import FinetuneCfg, Mask2FormerCfg, Run
 from pipeline.datasets.augment import TrainAugment
-from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256, load_split, shard_paths
+from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256, shard_paths, split_loader
 from pipeline.datasets.specs import get_spec
 from pipeline.evaluation.image_counts import ImageCounts
 from pipeline.evaluation.miou import ConfusionMatrix
 from pipeline.evaluation.previews import RunEvaluation, make_preview
-from pipeline.evaluation.sliding_window import predict
+from pipeline.evaluation.sliding_window import predictions
 from pipeline.networks.segmenter import Segmenter, build_segmenter
 from pipeline.training.criteria import Criterion, build_criterion
 from pipeline.training.checkpoint import Checkpointer, rng_state, set_rng_state, weights_sha256
@@ -30,7 +30,7 @@ from pipeline.training.optim import build_optimizer, build_schedule, count_train
 from pipeline.training.precision import autocast, grad_scaler, resolve_precision
 from pipeline.training.progress import Progress
 
-NOT_IN_FINGERPRINT = ("log_every", "val_every", "preview_images")
+NOT_IN_FINGERPRINT = ("log_every", "val_every", "preview_images", "eval_batch_size")
 """FinetuneCfg keys that do not change the trained weights (logging, validation, figures): a checkpoint written
 under other values resumes."""
 
@@ -73,6 +73,9 @@ def train(
     """Run `run.steps` optimizer steps of micro-batches x accumulation x processes samples; the seconds spent
     training (validation excluded).
 
+    The host waits for the device once per optimizer step, to read the loss (for the finiteness check and the
+    progress line) together with the loss terms on a step that logs them.
+
     A killed run resumes from the checkpointer's last checkpoint; under torchrun the model is
     wrapped in DDP, which averages the gradients over processes on the last micro-batch of a step.
     Every `cfg.val_every` optimizer steps (0: never) every process runs `validate` (which shares the images out)
@@ -91,7 +94,7 @@ def train(
     model.train()
     with loop:
         for step in loop.steps():
-            total, terms = 0.0, {}
+            total, terms = torch.zeros((), dtype=torch.float64, device=device), {}
             for micro in range(accumulation):
                 images, labels = next(loop.batches)
                 images = images.to(device, non_blocking=True).float().div_(255)
@@ -103,17 +106,18 @@ def train(
                     loss, micro_terms = criterion(output, labels)
                     loss = loss / accumulation
                     scaler.scale(loss).backward()
-                total += loss.item()
+                total += loss.detach().double()  # float64 on the device: the sum a float on the host would give
                 for name, value in micro_terms.items():
-                    terms[name] = terms.get(name, 0.0) + value / accumulation
-            total = procs.mean(total)
+                    terms[name] = terms.get(name, 0.0) + value.double() / accumulation
+            logged = list(terms) if loop.logs(step) else []  # the terms are read only when they are logged
+            total, *read = procs.means(torch.stack([total, *(terms[name] for name in logged)]))
             check_finite(total, f"optimizer step {step}")
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             schedule.step()
             lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-            values = {"train/loss": total, **{f"train/{k}": procs.mean(v) for k, v in terms.items()}}
+            values = {"train/loss": total, **{f"train/{name}": value for name, value in zip(logged, read)}}
             loop.report(step, values | {f"train/lr_{name}": lr for name, lr in lrs.items()},
                         loss=total, lr=lrs.get("decoder", next(iter(lrs.values()))))
             if validate is not None and cfg.val_every and step % cfg.val_every == 0:
@@ -147,29 +151,35 @@ def validation(model: Segmenter, validate: Callable[[], dict[str, float]]) -> di
 def evaluate(
     model: Segmenter, samples, crop: int, num_classes: int, ignore_index: int, precision: str, device: torch.device,
     keep: frozenset[str] = frozenset(), desc: str = "evaluate", brief: bool = False, show: bool = True,
-) -> tuple[ConfusionMatrix, dict[str, torch.Tensor]]:
-    """Sliding-window inference on every sample; the dataset-level confusion matrix, and the predictions (H x W
-    train ids, on the CPU) of the samples whose key is in `keep`.
+    batch_size: int = 16,
+) -> tuple[ConfusionMatrix, list[str], dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Sliding-window inference on every (key, image, label) sample, the windows of consecutive images going
+    through the model `batch_size` at a time; the dataset-level confusion matrix, the keys in the order of its
+    updates, and (image, label, prediction in train ids) on the CPU of the samples whose key is in `keep`.
 
+    The host does not wait for the device on the way: images and labels go to it without blocking (a GPU loader
+    pins them), the counts stay on it until read (ConfusionMatrix) and the kept predictions come back at the end.
     Progress: a bar on a terminal, else a line every tenth of the samples; `brief` (a validation during training)
     removes the bar when done and prints no lines; `show=False` shows nothing (a process other than the main)."""
     model.eval()
     confusion = ConfusionMatrix(num_classes, ignore_index)
-    kept = {}
+    keys, kept = [], {}
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(precision, device):
             return model.scores(x).float()
 
+    images = (((key, image, label), image.to(device, non_blocking=True)) for key, image, label in samples)
     every = 0 if brief else max(1, len(samples) // 10)
     with Progress(desc, len(samples), unit="image", every=every, leave=not brief, enabled=show) as progress:
-        for done, (key, image, label) in enumerate(samples, 1):
-            prediction = predict(forward, image.to(device), crop, num_classes).cpu()
-            confusion.update(prediction, label.long())
+        for done, ((key, image, label), prediction) in enumerate(
+                predictions(forward, images, crop, num_classes, batch_size), 1):
+            confusion.update(prediction, label.to(device, non_blocking=True))
+            keys.append(key)
             if key in keep:
-                kept[key] = prediction
+                kept[key] = (image, label, prediction)
             progress.update(done)
-    return confusion, kept
+    return confusion, keys, {key: (image, label, prediction.cpu()) for key, (image, label, prediction) in kept.items()}
 
 
 def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shards: Path, eval_shards: Path,
@@ -193,20 +203,17 @@ def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shar
     model.encoder.set_frozen(run.setup.freeze_encoder)
     criterion = build_criterion(run.setup.decoder, spec.num_classes, spec.ignore_index, mask2former, device)
     precision = resolve_precision(cfg.precision, device)
-    loaded: list = []
 
-    def samples() -> list:
-        """The validation split, read once (by the first validation, or the final evaluation)."""
-        if not loaded:
-            loaded.append(load_split(eval_shards, "val"))
-        return loaded[0]
+    def samples(rank: int = 0, world_size: int = 1) -> DataLoader:
+        """The evaluation split (every world_size-th image from the rank-th), decoded by the loader's workers."""
+        return split_loader(eval_shards, "val", cfg.workers, device, rank=rank, world_size=world_size)
 
     def validate() -> dict[str, float]:
         """mIoU and pixel accuracy on the evaluation split, each process evaluating its share of the images (so
         under torchrun no process waits on the others for a whole evaluation)."""
-        mine = samples()[procs.rank::procs.world_size]
-        confusion, _ = evaluate(model, mine, run.crop, eval_spec.num_classes, eval_spec.ignore_index, precision,
-                                device, desc=f"validate@{run.name}", brief=True, show=procs.is_main)
+        confusion, _, _ = evaluate(model, samples(procs.rank, procs.world_size), run.crop, eval_spec.num_classes,
+                                   eval_spec.ignore_index, precision, device, desc=f"validate@{run.name}",
+                                   brief=True, show=procs.is_main, batch_size=cfg.eval_batch_size)
         confusion.matrix = sum(procs.gather_objects(confusion.matrix))
         return {"miou": confusion.miou(), "pixel_accuracy": confusion.pixel_accuracy()}
 
@@ -215,9 +222,11 @@ def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shar
     if not procs.is_main:
         return None
     eval_start = time.perf_counter()
-    keep = frozenset(sorted(key for key, _, _ in samples())[:cfg.preview_images])
-    confusion, predictions = evaluate(model, samples(), run.crop, eval_spec.num_classes, eval_spec.ignore_index,
-                                      precision, device, keep=keep, desc=f"evaluate@{run.name}")
+    split = samples()
+    keep = frozenset(sorted(split.dataset.keys())[:cfg.preview_images])
+    confusion, keys, kept = evaluate(model, split, run.crop, eval_spec.num_classes, eval_spec.ignore_index,
+                                     precision, device, keep=keep, desc=f"evaluate@{run.name}",
+                                     batch_size=cfg.eval_batch_size)
     metrics = {
         "miou": confusion.miou(),
         "pixel_accuracy": confusion.pixel_accuracy(),
@@ -226,12 +235,11 @@ def finetune(run: Run, cfg: FinetuneCfg, mask2former: Mask2FormerCfg, train_shar
         "crops_per_second": run.steps * cfg.batch_size / train_seconds,
         "optimizer_steps": run.steps,
         "trainable_params": count_trainable(model),
-        "eval_images": len(samples()),
+        "eval_images": len(keys),
     }
     metrics.update(per_class_iou(confusion, eval_spec.classes))
-    previews = tuple(make_preview(key, image, label, predictions[key])
-                     for key, image, label in sorted(samples(), key=lambda s: s[0]) if key in keep)
-    return FinetuneResult(model, metrics, confusion.image_counts(key for key, _, _ in samples()),
+    previews = tuple(make_preview(key, *kept[key]) for key in sorted(kept))
+    return FinetuneResult(model, metrics, confusion.image_counts(keys),
                           RunEvaluation(run.setup.eval_dataset, confusion.matrix.numpy(), previews))
 
 

@@ -74,10 +74,13 @@ class TrainingLoop:
     def steps(self) -> range:
         return range(self.start + 1, self.total + 1)
 
+    def logs(self, step: int) -> bool:
+        """Whether optimizer step `step` writes to the curves: every `log_every` steps and the last."""
+        return step % self.log_every == 0 or step == self.total
+
     def report(self, step: int, values: dict[str, float], **shown: float) -> None:
-        """After optimizer step `step`: `values` to the curves every `log_every` steps and at the last, `shown` on the
-        progress line."""
-        if step % self.log_every == 0 or step == self.total:
+        """After optimizer step `step`: `values` to the curves if it `logs`, `shown` on the progress line."""
+        if self.logs(step):
             self.log.log(step, values)
         self.progress.update(step, **shown)
 
