@@ -109,6 +109,7 @@ _TINY = 1e-30  # a divisor for grey pixels, whose numerators are 0 (torchvision 
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [0, 1] as torchvision's `to_dtype` computes it."""
     return x.float().mul_(1 / 255)
 
 
@@ -116,9 +117,10 @@ def adjust_hue(image: torch.Tensor, hue_factor: float) -> torch.Tensor:
     """torchvision's `adjust_hue` of a uint8 3 x H x W image, bit for bit, about 5x faster on a CPU.
 
     torchvision's float32 RGB -> HSV -> RGB round trip gives every pixel its largest and smallest channel value
-    back exactly (checked over all pairs), so only the middle value needs it. That value and the new hue's sector
-    come from torchvision's float32 operations in its order; the sector says which channel takes which value. No
-    boolean masks, index gathers or channel reductions, which cost torchvision most of its time on a CPU.
+    back exactly (checked for every largest, smallest pair), so only the middle value needs it. That value and the
+    new hue's sector come from torchvision's float32 operations in its order; the sector says which channel takes
+    which value. No boolean masks, index gathers or channel reductions, which cost torchvision most of its time on
+    a CPU.
     tests/test_augment.py compares the two on every kind of pixel (and, marked slow, on all 2^24 colours).
     """
     x = image.contiguous().reshape(3, -1)  # decoded images are channels-last, and strided planes are slow
