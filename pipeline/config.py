@@ -23,7 +23,7 @@ from typing_extensions import TypedDict, is_typeddict
 from pipeline.datasets.choices import ConceptBackend
 from pipeline.datasets.concept_bank import ConceptBank
 from pipeline.datasets.sources import SOURCES
-from pipeline.datasets.specs import SPECS, VIEWS, benchmark_classes, get_view
+from pipeline.datasets.specs import CLASSIFICATION_SPLITS, IMAGENET, SPECS, VIEWS, benchmark_classes, get_view
 from pipeline.errors import ConfigError
 from pipeline.evaluation.choices import ZeroshotResize
 from pipeline.networks.choices import Decoder, FinetuneNormalization, GlobalToken, Normalization
@@ -38,7 +38,7 @@ Fraction = Annotated[StrictFloat, Field(gt=0, lt=1)]
 Size = Literal["base", "large"]  # the variants a model_cfg entry may have
 SIZES = get_args(Size)
 TauVariant = Literal["b", "c"]   # scipy.stats.kendalltau's
-Dataset = Literal[tuple(SPECS)]
+Dataset = Literal[tuple(SPECS) + tuple(CLASSIFICATION_SPLITS)]
 Source = Literal[tuple(SOURCES)]
 Benchmark = Literal[tuple(SPECS) + tuple(VIEWS)]
 ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -343,6 +343,7 @@ class ZeroshotCfg(_Section):
     batch_size: PositiveInt  # windows per forward (of consecutive images)
     workers: NonNegativeInt  # DataLoader workers decoding the validation images
     precision: Precision
+    imagenet: StrictBool = False  # ImageNet-1k val zero-shot top-1/top-5 (prepare@imagenet) at align.image_size
 
     def __post_init__(self) -> None:
         if self.stride > self.window:
@@ -503,7 +504,7 @@ def _validate(p: Params) -> None:
     if not p.models or not p.settings or not p.seeds:
         raise ConfigError("models, settings and seeds must each list at least one entry")
     _check_choice("rank.base_setting", p.rank.base_setting, p.settings)
-    _check_choice("pretrain.dataset", p.pretrain.dataset, p.datasets)
+    _check_choice("pretrain.dataset", p.pretrain.dataset, _segmentation(p))
     for key, ids in (("models", p.models), ("towers", p.towers)):
         for i, name in enumerate(ids):
             if name not in p.encoders:
@@ -528,8 +529,16 @@ def _validate(p: Params) -> None:
     _validate_simzss(p)
 
 
+def _segmentation(p: Params) -> list[str]:
+    """The datasets of `datasets` with label maps: those a model can be trained or evaluated on."""
+    return [name for name in p.datasets if name in SPECS]
+
+
 def _validate_simzss(p: Params) -> None:
     _check_choice("align.size", p.align.size, p.sizes)
+    if p.zeroshot.imagenet and IMAGENET not in p.datasets:
+        raise ConfigError(f"zeroshot.imagenet: true scores ImageNet-1k val prepared by prepare@{IMAGENET}, but "
+                          f"{IMAGENET!r} is not in datasets {list(p.datasets)}; add it there")
     for name in p.zeroshot.benchmarks:
         base = get_view(name).base if name in VIEWS else name
         if base not in p.datasets:
@@ -550,8 +559,8 @@ def _validate_simzss(p: Params) -> None:
 
 def _validate_setup(p: Params, s: Setup, where: str) -> None:
     _check_choice(f"size in {where}", s.size, p.sizes)
-    _check_choice(f"dataset in {where}", s.dataset, p.datasets)
-    _check_choice(f"eval_dataset in {where}", s.eval_dataset, p.datasets)
+    _check_choice(f"dataset in {where}", s.dataset, _segmentation(p))
+    _check_choice(f"eval_dataset in {where}", s.eval_dataset, _segmentation(p))
     for key, name in (("dataset", s.dataset), ("eval_dataset", s.eval_dataset)):
         if name not in p.data_cfg:
             raise ConfigError(f"{key} in {where}: '{name}' is trained or evaluated on, but data_cfg.{name} "

@@ -56,6 +56,7 @@ class ZeroshotParams:
     align_size: str
     align_normalization: str
     global_token: str
+    image_size: int | None  # ImageNet classification's crop (align.image_size); None when zeroshot.imagenet is off
 
 
 def pretrain(params: Params, model: str, size: str) -> PretrainParams:
@@ -79,7 +80,7 @@ def zeroshot(params: Params, tower: str, method: str) -> ZeroshotParams:
     params.method(method)  # checks the id
     a = params.align
     return ZeroshotParams(params.tower_variant(tower), params.zeroshot, params.text_tower, a.size, a.normalization,
-                          a.global_token)
+                          a.global_token, a.image_size if params.zeroshot.imagenet else None)
 
 
 def runs(params: Params) -> dict[str, object]:

@@ -65,7 +65,7 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p["model_cfg"]["random"].update(compile="no"), "model_cfg.random.compile: expected bool"),
         (lambda p: p.update(extra_key=1), "unknown top-level key(s) ['extra_key']"),
         (lambda p: p["pretrain"].update(presence_cell=20), "pretrain.presence_cell (20) must divide"),
-        (lambda p: p.update(downloads=["imagenet"]), "downloads[0]: unknown value 'imagenet'"),
+        (lambda p: p.update(downloads=["places365"]), "downloads[0]: unknown value 'places365'"),
         (lambda p: p["download"].update(retries=-1), "download.retries must be >= 0, got -1"),
         (lambda p: p["download"].update(timeout="60"), "download: unknown key(s) ['timeout']"),
         (lambda p: p["download"].update(mirrors={"val2017.zip": "ftp://x"}), "download.mirrors.val2017.zip"),

@@ -16,7 +16,7 @@ SCORES = {("a", "simzss"): (0.6, 0.2), ("a", "lit"): (0.3, 0.1), ("b", "simzss")
 @pytest.fixture
 def metrics_dir(tmp_path):
     for (tower, method), values in SCORES.items():
-        data = {f"miou_{b}": v for b, v in zip(BENCHMARKS, values)} | {"top1_ade20k": 0.5}
+        data = {f"miou_{b}": v for b, v in zip(BENCHMARKS, values)} | {"dominant_class_top1_ade20k": 0.5}
         (tmp_path / f"{tower}-{method}.json").write_text(json.dumps(data))
     return tmp_path
 

@@ -320,6 +320,12 @@ SPECS: dict[str, DatasetSpec] = {
 }
 
 
+# Classification datasets (whole-image labels) and their splits: prepared and scored zero-shot, never fine-tuned on.
+# ImageNet-1k's test labels are not public, so only its validation split is read.
+IMAGENET = "imagenet"
+CLASSIFICATION_SPLITS: dict[str, tuple[str, ...]] = {IMAGENET: ("val",)}
+
+
 def get_spec(name: str) -> DatasetSpec:
     try:
         return SPECS[name]
