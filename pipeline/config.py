@@ -20,7 +20,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
-from pipeline.datasets.choices import ConceptBackend
+from pipeline.datasets.choices import ConceptBackend, ConceptSource
 from pipeline.datasets.concept_bank import ConceptBank
 from pipeline.datasets.sources import SOURCES
 from pipeline.datasets.specs import CLASSIFICATION_SPLITS, IMAGENET, SPECS, VIEWS, benchmark_classes, get_view
@@ -251,8 +251,13 @@ class DecoderCfg(_Section):
 
 @section
 class ConceptsCfg(_Section):
-    """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1)."""
+    """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1).
 
+    `source` img2dataset reads the img2dataset shards `shards` names (a folder or a brace pattern) instead of COCO
+    Captions; `split` and `shard_size` are COCO's only (the output is shard for shard).
+    """
+
+    source: ConceptSource
     bank: ConceptBank
     backend: ConceptBackend
     spacy_model: StrictStr
@@ -261,6 +266,15 @@ class ConceptsCfg(_Section):
     shard_size: PositiveInt
     max_concepts: PositiveInt
     max_concept_tokens: PositiveInt
+    shards: StrictStr | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == "img2dataset" and not (self.shards or "").strip():
+            raise ConfigError("concepts.shards must name the img2dataset shards when concepts.source is img2dataset: "
+                              "a folder of .tar shards or a brace pattern such as data/laion/{00000..00099}.tar")
+        if self.source == "coco_captions" and self.shards is not None:
+            raise ConfigError(f"concepts.shards ({self.shards!r}) is read only with concepts.source: img2dataset; "
+                              "leave it empty for coco_captions")
 
 
 @section

@@ -293,13 +293,18 @@ class TrainStream(torch.utils.data.IterableDataset):
     The shuffle and each sample's generator are seeded from the seed, the consumer and the number
     of consumers only, so 1 process x 2 workers and 2 processes x 1 worker see the same batches.
 
+    `resample` (for web-scale shards, which have no epochs to keep exact) changes the fallback when the shards are
+    fewer than the consumers: each consumer draws whole shards with replacement (`wds.ResampledShards`, seeded by
+    the seed and the consumer), one endless epoch, instead of every consumer reading every shard.
+
     `skip_batches` resumes a stream: the DataLoader batches of `batch_size` samples that this rank
     already consumed (a DataLoader takes batch i from worker i mod workers) are read but neither
     decoded nor transformed, so what follows is what an uninterrupted stream would have given.
     """
 
     def __init__(self, shards: list[str], transform, seed: int, shuffle_buffer: int = 256,
-                 rank: int = 0, world_size: int = 1, decode=None, skip_batches: int = 0, batch_size: int = 1):
+                 rank: int = 0, world_size: int = 1, decode=None, skip_batches: int = 0, batch_size: int = 1,
+                 resample: bool = False):
         super().__init__()
         if not shards:
             raise DataError("TrainStream needs at least one shard")
@@ -308,7 +313,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
         self.decode = decode or _image_and_label
-        self.skip_batches, self.batch_size = skip_batches, batch_size
+        self.skip_batches, self.batch_size, self.resample = skip_batches, batch_size, resample
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -321,6 +326,9 @@ class TrainStream(torch.utils.data.IterableDataset):
             shards = [self.shards[i] for i in order.tolist()]
             if len(shards) >= consumers:
                 samples = _read_shards(shards[consumer::consumers])
+            elif self.resample:
+                samples = wds.tarfile_to_samples()(iter(wds.ResampledShards(
+                    self.shards, seed=self.seed, worker_seed=lambda: consumer, deterministic=True)))
             else:
                 samples = itertools.islice(_read_shards(shards), consumer, None, consumers)
             empty = True
