@@ -23,7 +23,7 @@ from typing_extensions import TypedDict, is_typeddict
 from pipeline.datasets.choices import ConceptBackend, ConceptSource
 from pipeline.datasets.concept_bank import ConceptBank
 from pipeline.datasets.sources import SOURCES
-from pipeline.datasets.specs import CLASSIFICATION_SPLITS, IMAGENET, SPECS, VIEWS, benchmark_classes, get_view
+from pipeline.datasets.specs import CLASSIFICATION_SPLITS, IMAGENET, SPECS, VIEWS, get_view, has_background
 from pipeline.errors import ConfigError
 from pipeline.evaluation.choices import ZeroshotResize
 from pipeline.networks.choices import Decoder, FinetuneNormalization, GlobalToken, Normalization
@@ -366,7 +366,7 @@ class ZeroshotCfg(_Section):
             raise ConfigError(f"zeroshot.long_side ({self.long_side}) must be at least "
                               f"zeroshot.short_side ({self.short_side})")
         for name in self.benchmarks:
-            if benchmark_classes(name)[0] == "background" and name not in self.background_threshold:
+            if has_background(name) and name not in self.background_threshold:
                 raise ConfigError(f"zeroshot.background_threshold.{name}: missing; benchmark {name!r} has a "
                                   "background class, predicted where the best foreground score is below this threshold")
         extra = sorted(set(self.background_threshold) - set(self.benchmarks))

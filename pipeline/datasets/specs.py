@@ -379,3 +379,8 @@ def benchmark_classes(name: str) -> tuple[str, ...]:
     if name in SPECS:
         return SPECS[name].classes
     raise KeyError(f"unknown benchmark {name!r}; expected one of {sorted(SPECS | VIEWS)}")
+
+
+def has_background(name: str) -> bool:
+    """Whether a benchmark scores a background class (its first), which a zero-shot threshold predicts."""
+    return benchmark_classes(name)[0] == "background"

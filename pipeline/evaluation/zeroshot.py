@@ -29,7 +29,7 @@ from torchvision.transforms.v2.functional import InterpolationMode, center_crop,
 
 from pipeline.errors import DataError
 from pipeline.evaluation.choices import ZeroshotResize
-from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.miou import ConfusionMatrix, chance_miou
 from pipeline.evaluation.sliding_window import resize_short_side
 from pipeline.evaluation.windows import Box, Job, WindowMean, batched, upsample_logits
 
@@ -287,8 +287,9 @@ def evaluate_benchmark(
     a labelled foreground pixel are not classified. `resize` and `long_side` choose the resize
     before the sliding window (`resize_for_zeroshot`); the centre crop for top-1 keeps the
     antialiased short-side resize. Returns {"images", "miou": [{"threshold",
-    "miou"}...], "classified", "dominant_class_top1", "counts"} with mIoU the mmseg mean over classes present
-    and "counts" the per-image `ImageCounts` of the first level (the configured threshold).
+    "miou"}...], "classified", "dominant_class_top1", "counts", "chance_miou"} with mIoU the mmseg mean over
+    classes present, "counts" the per-image `ImageCounts` of the first level (the configured threshold) and
+    "chance_miou" the mIoU of a uniformly random class per pixel on the same targets.
     """
     if resize not in RESIZES:
         raise ValueError(f"resize must be one of {list(RESIZES)}, got {resize!r}")
@@ -332,6 +333,7 @@ def evaluate_benchmark(
         "classified": len(dominants),
         "dominant_class_top1": correct / len(dominants) if dominants else None,
         "counts": counts,
+        "chance_miou": chance_miou(matrices[0].matrix),
     }
 
 

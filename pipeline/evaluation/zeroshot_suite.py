@@ -11,7 +11,7 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from pipeline.config import ZeroshotCfg
 from pipeline.datasets.concept_bank import prompt_names
 from pipeline.datasets.shards import split_loader
-from pipeline.datasets.specs import VIEWS, benchmark_classes, get_view
+from pipeline.datasets.specs import VIEWS, benchmark_classes, get_view, has_background
 from pipeline.evaluation.image_counts import ImageCounts
 from pipeline.evaluation.zeroshot import class_embeddings, evaluate_benchmark, evaluate_classification
 from pipeline.networks.encoder import Encoder
@@ -60,7 +60,9 @@ def benchmark_thresholds(cfg: ZeroshotCfg, benchmark: str) -> list[float]:
 
 def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_root: Path, precision: str,
                    global_token: str = "cls") -> tuple[dict, dict[str, ImageCounts]]:
-    """Flat metrics: miou_<b> and dominant_class_top1_<b> per benchmark; for a with-background benchmark also
+    """Flat metrics: miou_<b>, chance_miou_<b> (a uniformly random class per pixel) and dominant_class_top1_<b> per
+    benchmark, and the means of both mIoUs over the benchmarks with and without background; for a with-background
+    benchmark also
     miou_<b>_thr<t> per swept threshold and miou_<b>_tuned_on_eval (the best of them, chosen on the eval set).
     Also the per-image counts behind each miou_<b>, per benchmark."""
     device = next(tower.parameters()).device
@@ -68,7 +70,7 @@ def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_roo
     metrics, counts, means = {}, {}, {"with_background": [], "without_background": []}
     for benchmark in cfg.benchmarks:
         classes = benchmark_classes(benchmark)
-        with_background = classes[0] == "background"
+        with_background = has_background(benchmark)
         names = list(prompt_names(benchmark)[1:] if with_background else prompt_names(benchmark))
         class_emb = text_classifier(text, names, device)
         view = get_view(benchmark) if benchmark in VIEWS else None
@@ -80,16 +82,19 @@ def evaluate_suite(tower: Encoder, text: TextTower, cfg: ZeroshotCfg, shards_roo
                                     batch_size=cfg.batch_size, resize=cfg.resize, long_side=cfg.long_side)
         metrics.update(_benchmark_metrics(benchmark, result))
         counts[benchmark] = result["counts"]
-        means["with_background" if with_background else "without_background"].append(metrics[f"miou_{benchmark}"])
+        kind = "with_background" if with_background else "without_background"
+        means[kind].append((metrics[f"miou_{benchmark}"], metrics[f"chance_miou_{benchmark}"]))
     for kind, values in means.items():
         if values:
-            metrics[f"miou_mean_{kind}"] = sum(values) / len(values)
+            metrics[f"miou_mean_{kind}"] = sum(v for v, _ in values) / len(values)
+            metrics[f"chance_miou_mean_{kind}"] = sum(c for _, c in values) / len(values)
     return metrics, counts
 
 
 def _benchmark_metrics(benchmark: str, result: dict) -> dict:
     configured, *swept = result["miou"]
-    metrics = {f"miou_{benchmark}": configured["miou"], f"images_{benchmark}": result["images"]}
+    metrics = {f"miou_{benchmark}": configured["miou"], f"chance_miou_{benchmark}": result["chance_miou"],
+               f"images_{benchmark}": result["images"]}
     if result["dominant_class_top1"] is not None:
         metrics[f"dominant_class_top1_{benchmark}"] = result["dominant_class_top1"]
     if configured["threshold"] is not None:
