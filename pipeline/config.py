@@ -28,7 +28,8 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.choices import ZeroshotResize
 from pipeline.networks.choices import Decoder, FinetuneNormalization, GlobalToken, Normalization
 from pipeline.networks.text_tower_cfg import TextTowerCfg
-from pipeline.training.choices import ConceptQuery, ConceptTarget, FeatureCache, Precision, Pretraining
+from pipeline.training.choices import (TOY_PRETRAININGS, ConceptQuery, ConceptTarget, FeatureCache, Precision,
+                                       Pretraining)
 
 # Scalars are strict: YAML's 1.0 is no int, true no 1, and '1e-4' (YAML 1.1 reads 1e-4 as a string) no float.
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -178,7 +179,36 @@ class DownloadCfg(_Section):
 
 
 @section
+class ClipCfg(_Section):
+    """pretrain.clip: the toy CLIP's joint embedding and its text tower, trained from scratch with the image tower."""
+
+    embed_dim: PositiveInt
+    text_width: PositiveInt
+    text_layers: PositiveInt
+    text_heads: PositiveInt
+
+
+@section
+class DinoCfg(_Section):
+    """pretrain.dino: the toy DINO's head, views and teacher (Caron et al. 2021)."""
+
+    out_dim: PositiveInt         # prototypes of the weight-normalised last layer
+    hidden_dim: PositiveInt      # of the head's 3-layer MLP
+    bottleneck_dim: PositiveInt
+    global_scale: _scale_range(high=1)
+    local_crops: NonNegativeInt
+    local_size: PositiveInt
+    local_scale: _scale_range(high=1)
+    student_temp: PositiveFloat
+    teacher_temp: PositiveFloat
+    center_momentum: Fraction
+    teacher_momentum: Fraction   # at the first step; cosine to 1 at the last
+
+
+@section
 class PretrainCfg(_Section):
+    """The toy pretrainings' shared training keys, then each family's own (`clip` and `dino` only where needed)."""
+
     dataset: StrictStr
     steps: PositiveInt
     batch_size: PositiveInt
@@ -188,6 +218,12 @@ class PretrainCfg(_Section):
     presence_cell: PositiveInt
     workers: StrictInt
     seed: StrictInt
+    clip: ClipCfg | None = None
+    dino: DinoCfg | None = None
+
+
+# The sections of `pretrain` that one toy pretraining reads, named after it (another family's pretrain@ reads none).
+PRETRAIN_FAMILY_SECTIONS = tuple(f.name for f in dataclasses.fields(PretrainCfg) if f.name in TOY_PRETRAININGS)
 
 
 @section
@@ -533,14 +569,28 @@ def _validate(p: Params) -> None:
         _validate_setup(p, p.setup_for(setting), f"setting '{setting}' (setting_cfg.{setting} over the base setup)")
     p.finetune.accumulation()
     p.align.accumulation()
-    cell = p.pretrain.presence_cell
+    _validate_pretrain(p)
+    _validate_simzss(p)
+
+
+def _validate_pretrain(p: Params) -> None:
+    cell, pretrain = p.pretrain.presence_cell, p.pretrain
     for name in p.encoders:
-        for size in p.sizes if p.model_cfg[name].pretraining == "supervised" else ():
+        pretraining = p.model_cfg[name].pretraining
+        if pretraining in PRETRAIN_FAMILY_SECTIONS and getattr(pretrain, pretraining) is None:
+            raise ConfigError(f"pretrain.{pretraining}: missing; model_cfg.{name}.pretraining is {pretraining!r}")
+        for size in p.sizes:
             img_size, patch = p.model_cfg[name].variants[size].toy_input
-            if img_size % cell or cell % patch:
+            if pretraining == "supervised" and (img_size % cell or cell % patch):
                 raise ConfigError(f"pretrain.presence_cell ({cell}) must divide model_cfg.{name}.{size} img_size "
                                   f"({img_size}) and be a multiple of its patch size ({patch})")
-    _validate_simzss(p)
+            if pretraining == "dino" and (pretrain.dino.local_size % patch or pretrain.dino.local_size > img_size):
+                raise ConfigError(f"pretrain.dino.local_size ({pretrain.dino.local_size}) must be a multiple of "
+                                  f"model_cfg.{name}.{size}'s patch size ({patch}) and at most its img_size "
+                                  f"({img_size})")
+    if pretrain.clip and pretrain.clip.text_width % pretrain.clip.text_heads:
+        raise ConfigError(f"pretrain.clip.text_width ({pretrain.clip.text_width}) must be a multiple of "
+                          f"pretrain.clip.text_heads ({pretrain.clip.text_heads})")
 
 
 def _segmentation(p: Params) -> list[str]:
