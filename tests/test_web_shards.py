@@ -166,3 +166,20 @@ def test_align_trains_on_one_resampled_shard_with_two_workers(web):
                          checkpointer=no_checkpoints).metrics
     assert metrics["optimizer_steps"] == 2 and torch.isfinite(torch.tensor(metrics["final_loss"]))
     assert metrics["mean_concepts_per_batch"] > 0
+
+
+def test_generate_writes_the_img2dataset_layout_when_counts_name_it(tmp_path):
+    """70 images x 5 captions = 350 rows: 6 shards of ROWS_PER_SHARD (64) rows, the last one partial, each with
+    its stats file; the same rows as the direct writer's."""
+    from pipeline.datasets.miniature import generate
+    from pipeline.datasets.miniature.img2dataset import ROWS_PER_SHARD
+
+    generate(tmp_path / "mini", seed=0, counts={"img2dataset": {"train": 70}})
+    out = tmp_path / "mini" / "img2dataset"
+    shards = sorted(out.glob("*.tar"))
+    assert [p.name for p in shards] == [f"{i:05d}.tar" for i in range(6)]
+    assert sorted(p.name for p in out.glob("*_stats.json")) == [f"{i:05d}_stats.json" for i in range(6)]
+    rows = [len(_members(p)) // 3 for p in shards]
+    assert rows == [ROWS_PER_SHARD] * 5 + [350 - 5 * ROWS_PER_SHARD]
+    direct = write_img2dataset(tmp_path / "direct", seed=0, images=70, rows_per_shard=ROWS_PER_SHARD)
+    assert [p.read_bytes() for p in direct] == [p.read_bytes() for p in shards]

@@ -3,7 +3,8 @@
 
 `{00000..}.tar` shards of `rows_per_shard` rows; keys `<shard:05d><row:04d>`; each sample `jpg` (the image at its
 own size: img2dataset's --resize_mode no), `txt` (the caption) and `json` (img2dataset's fields); `<shard>_stats.json`
-beside each shard. Deterministic; not part of `generate` (only tests and benchmarks use it).
+beside each shard. Deterministic; `generate` writes it when its counts name `img2dataset` (params.yaml's do not:
+the miniature aligns on COCO Captions), and tests and benchmarks call `write_img2dataset` directly.
 """
 from __future__ import annotations
 
@@ -46,3 +47,11 @@ def write_img2dataset(out: Path, seed: int, images: int, rows_per_shard: int) ->
                  "status_dict": {"success": len(part)}}
         (out / f"{shard:05d}_stats.json").write_text(json.dumps(stats, indent=4))
     return paths
+
+
+ROWS_PER_SHARD = 64  # img2dataset's --number_sample_per_shard (its default, 10,000, would make one miniature shard)
+
+
+def write_img2dataset_split(out: Path, seed: int, counts: dict[str, int]) -> None:
+    """`generate`'s writer: the first counts["train"] captioned images, as img2dataset shards."""
+    write_img2dataset(out, seed, counts["train"], ROWS_PER_SHARD)
