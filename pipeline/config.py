@@ -20,15 +20,16 @@ from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
-from pipeline.datasets.choices import ConceptBackend
+from pipeline.datasets.choices import ConceptBackend, ConceptSource
 from pipeline.datasets.concept_bank import ConceptBank
 from pipeline.datasets.sources import SOURCES
-from pipeline.datasets.specs import SPECS, VIEWS, benchmark_classes, get_view
+from pipeline.datasets.specs import CLASSIFICATION_SPLITS, IMAGENET, SPECS, VIEWS, get_view, has_background
 from pipeline.errors import ConfigError
 from pipeline.evaluation.choices import ZeroshotResize
 from pipeline.networks.choices import Decoder, FinetuneNormalization, GlobalToken, Normalization
 from pipeline.networks.text_tower_cfg import TextTowerCfg
-from pipeline.training.choices import ConceptQuery, ConceptTarget, FeatureCache, Precision, Pretraining
+from pipeline.training.choices import (TOY_PRETRAININGS, ConceptQuery, ConceptTarget, FeatureCache, Precision,
+                                       Pretraining)
 
 # Scalars are strict: YAML's 1.0 is no int, true no 1, and '1e-4' (YAML 1.1 reads 1e-4 as a string) no float.
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
@@ -38,7 +39,7 @@ Fraction = Annotated[StrictFloat, Field(gt=0, lt=1)]
 Size = Literal["base", "large"]  # the variants a model_cfg entry may have
 SIZES = get_args(Size)
 TauVariant = Literal["b", "c"]   # scipy.stats.kendalltau's
-Dataset = Literal[tuple(SPECS)]
+Dataset = Literal[tuple(SPECS) + tuple(CLASSIFICATION_SPLITS)]
 Source = Literal[tuple(SOURCES)]
 Benchmark = Literal[tuple(SPECS) + tuple(VIEWS)]
 ID_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -178,7 +179,36 @@ class DownloadCfg(_Section):
 
 
 @section
+class ClipCfg(_Section):
+    """pretrain.clip: the toy CLIP's joint embedding and its text tower, trained from scratch with the image tower."""
+
+    embed_dim: PositiveInt
+    text_width: PositiveInt
+    text_layers: PositiveInt
+    text_heads: PositiveInt
+
+
+@section
+class DinoCfg(_Section):
+    """pretrain.dino: the toy DINO's head, views and teacher (Caron et al. 2021)."""
+
+    out_dim: PositiveInt         # prototypes of the weight-normalised last layer
+    hidden_dim: PositiveInt      # of the head's 3-layer MLP
+    bottleneck_dim: PositiveInt
+    global_scale: _scale_range(high=1)
+    local_crops: NonNegativeInt
+    local_size: PositiveInt
+    local_scale: _scale_range(high=1)
+    student_temp: PositiveFloat
+    teacher_temp: PositiveFloat
+    center_momentum: Fraction
+    teacher_momentum: Fraction   # at the first step; cosine to 1 at the last
+
+
+@section
 class PretrainCfg(_Section):
+    """The toy pretrainings' shared training keys, then each family's own (`clip` and `dino` only where needed)."""
+
     dataset: StrictStr
     steps: PositiveInt
     batch_size: PositiveInt
@@ -188,6 +218,12 @@ class PretrainCfg(_Section):
     presence_cell: PositiveInt
     workers: StrictInt
     seed: StrictInt
+    clip: ClipCfg | None = None
+    dino: DinoCfg | None = None
+
+
+# The sections of `pretrain` that one toy pretraining reads, named after it (another family's pretrain@ reads none).
+PRETRAIN_FAMILY_SECTIONS = tuple(f.name for f in dataclasses.fields(PretrainCfg) if f.name in TOY_PRETRAININGS)
 
 
 @section
@@ -251,8 +287,13 @@ class DecoderCfg(_Section):
 
 @section
 class ConceptsCfg(_Section):
-    """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1)."""
+    """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1).
 
+    `source` img2dataset reads the img2dataset shards `shards` names (a folder or a brace pattern) instead of COCO
+    Captions; `split` and `shard_size` are COCO's only (the output is shard for shard).
+    """
+
+    source: ConceptSource
     bank: ConceptBank
     backend: ConceptBackend
     spacy_model: StrictStr
@@ -261,6 +302,15 @@ class ConceptsCfg(_Section):
     shard_size: PositiveInt
     max_concepts: PositiveInt
     max_concept_tokens: PositiveInt
+    shards: StrictStr | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == "img2dataset" and not (self.shards or "").strip():
+            raise ConfigError("concepts.shards must name the img2dataset shards when concepts.source is img2dataset: "
+                              "a folder of .tar shards or a brace pattern such as data/laion/{00000..00099}.tar")
+        if self.source == "coco_captions" and self.shards is not None:
+            raise ConfigError(f"concepts.shards ({self.shards!r}) is read only with concepts.source: img2dataset; "
+                              "leave it empty for coco_captions")
 
 
 @section
@@ -343,6 +393,7 @@ class ZeroshotCfg(_Section):
     batch_size: PositiveInt  # windows per forward (of consecutive images)
     workers: NonNegativeInt  # DataLoader workers decoding the validation images
     precision: Precision
+    imagenet: StrictBool = False  # ImageNet-1k val zero-shot top-1/top-5 (prepare@imagenet) at align.image_size
 
     def __post_init__(self) -> None:
         if self.stride > self.window:
@@ -351,7 +402,7 @@ class ZeroshotCfg(_Section):
             raise ConfigError(f"zeroshot.long_side ({self.long_side}) must be at least "
                               f"zeroshot.short_side ({self.short_side})")
         for name in self.benchmarks:
-            if benchmark_classes(name)[0] == "background" and name not in self.background_threshold:
+            if has_background(name) and name not in self.background_threshold:
                 raise ConfigError(f"zeroshot.background_threshold.{name}: missing; benchmark {name!r} has a "
                                   "background class, predicted where the best foreground score is below this threshold")
         extra = sorted(set(self.background_threshold) - set(self.benchmarks))
@@ -503,7 +554,7 @@ def _validate(p: Params) -> None:
     if not p.models or not p.settings or not p.seeds:
         raise ConfigError("models, settings and seeds must each list at least one entry")
     _check_choice("rank.base_setting", p.rank.base_setting, p.settings)
-    _check_choice("pretrain.dataset", p.pretrain.dataset, p.datasets)
+    _check_choice("pretrain.dataset", p.pretrain.dataset, _segmentation(p))
     for key, ids in (("models", p.models), ("towers", p.towers)):
         for i, name in enumerate(ids):
             if name not in p.encoders:
@@ -518,18 +569,40 @@ def _validate(p: Params) -> None:
         _validate_setup(p, p.setup_for(setting), f"setting '{setting}' (setting_cfg.{setting} over the base setup)")
     p.finetune.accumulation()
     p.align.accumulation()
-    cell = p.pretrain.presence_cell
+    _validate_pretrain(p)
+    _validate_simzss(p)
+
+
+def _validate_pretrain(p: Params) -> None:
+    cell, pretrain = p.pretrain.presence_cell, p.pretrain
     for name in p.encoders:
-        for size in p.sizes if p.model_cfg[name].pretraining == "supervised" else ():
+        pretraining = p.model_cfg[name].pretraining
+        if pretraining in PRETRAIN_FAMILY_SECTIONS and getattr(pretrain, pretraining) is None:
+            raise ConfigError(f"pretrain.{pretraining}: missing; model_cfg.{name}.pretraining is {pretraining!r}")
+        for size in p.sizes:
             img_size, patch = p.model_cfg[name].variants[size].toy_input
-            if img_size % cell or cell % patch:
+            if pretraining == "supervised" and (img_size % cell or cell % patch):
                 raise ConfigError(f"pretrain.presence_cell ({cell}) must divide model_cfg.{name}.{size} img_size "
                                   f"({img_size}) and be a multiple of its patch size ({patch})")
-    _validate_simzss(p)
+            if pretraining == "dino" and (pretrain.dino.local_size % patch or pretrain.dino.local_size > img_size):
+                raise ConfigError(f"pretrain.dino.local_size ({pretrain.dino.local_size}) must be a multiple of "
+                                  f"model_cfg.{name}.{size}'s patch size ({patch}) and at most its img_size "
+                                  f"({img_size})")
+    if pretrain.clip and pretrain.clip.text_width % pretrain.clip.text_heads:
+        raise ConfigError(f"pretrain.clip.text_width ({pretrain.clip.text_width}) must be a multiple of "
+                          f"pretrain.clip.text_heads ({pretrain.clip.text_heads})")
+
+
+def _segmentation(p: Params) -> list[str]:
+    """The datasets of `datasets` with label maps: those a model can be trained or evaluated on."""
+    return [name for name in p.datasets if name in SPECS]
 
 
 def _validate_simzss(p: Params) -> None:
     _check_choice("align.size", p.align.size, p.sizes)
+    if p.zeroshot.imagenet and IMAGENET not in p.datasets:
+        raise ConfigError(f"zeroshot.imagenet: true scores ImageNet-1k val prepared by prepare@{IMAGENET}, but "
+                          f"{IMAGENET!r} is not in datasets {list(p.datasets)}; add it there")
     for name in p.zeroshot.benchmarks:
         base = get_view(name).base if name in VIEWS else name
         if base not in p.datasets:
@@ -550,8 +623,8 @@ def _validate_simzss(p: Params) -> None:
 
 def _validate_setup(p: Params, s: Setup, where: str) -> None:
     _check_choice(f"size in {where}", s.size, p.sizes)
-    _check_choice(f"dataset in {where}", s.dataset, p.datasets)
-    _check_choice(f"eval_dataset in {where}", s.eval_dataset, p.datasets)
+    _check_choice(f"dataset in {where}", s.dataset, _segmentation(p))
+    _check_choice(f"eval_dataset in {where}", s.eval_dataset, _segmentation(p))
     for key, name in (("dataset", s.dataset), ("eval_dataset", s.eval_dataset)):
         if name not in p.data_cfg:
             raise ConfigError(f"{key} in {where}: '{name}' is trained or evaluated on, but data_cfg.{name} "

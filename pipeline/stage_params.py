@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.atomic import write_text
-from pipeline.config import (AlignCfg, FinetuneCfg, Mask2FormerCfg, MethodCfg, Params, PretrainCfg, Run, Variant,
-                             ZeroshotCfg)
+from pipeline.config import (PRETRAIN_FAMILY_SECTIONS, AlignCfg, FinetuneCfg, Mask2FormerCfg, MethodCfg, Params,
+                             PretrainCfg, Run, Variant, ZeroshotCfg)
 from pipeline.networks.text_tower_cfg import TextTowerCfg
 from pipeline.training.choices import TOY_PRETRAININGS
 
@@ -30,7 +30,7 @@ class PretrainParams:
     pretraining: str
     variant: Variant
     normalization: str
-    toy: PretrainCfg | None  # the toy pretraining's settings; None for hub and file weights, which do not read them
+    toy: PretrainCfg | None  # the toy pretraining's settings (other families' sections None); None for hub and file
 
 
 @dataclass(frozen=True)
@@ -56,13 +56,18 @@ class ZeroshotParams:
     align_size: str
     align_normalization: str
     global_token: str
+    image_size: int | None  # ImageNet classification's crop (align.image_size); None when zeroshot.imagenet is off
 
 
 def pretrain(params: Params, model: str, size: str) -> PretrainParams:
+    """A toy pretraining reads the shared keys of `pretrain` and its own family's section, not the others'."""
     variant = params.variant(model, size)  # checks the ids
     pretraining = params.model_cfg[model].pretraining
-    return PretrainParams(pretraining, variant, params.setup.normalization,
-                          params.pretrain if pretraining in TOY_PRETRAININGS else None)
+    toy = None
+    if pretraining in TOY_PRETRAININGS:
+        toy = dataclasses.replace(params.pretrain, **{name: None for name in PRETRAIN_FAMILY_SECTIONS
+                                                      if name != pretraining})
+    return PretrainParams(pretraining, variant, params.setup.normalization, toy)
 
 
 def finetune(params: Params, model: str, setting: str, seed: int) -> FinetuneParams:
@@ -79,7 +84,7 @@ def zeroshot(params: Params, tower: str, method: str) -> ZeroshotParams:
     params.method(method)  # checks the id
     a = params.align
     return ZeroshotParams(params.tower_variant(tower), params.zeroshot, params.text_tower, a.size, a.normalization,
-                          a.global_token)
+                          a.global_token, a.image_size if params.zeroshot.imagenet else None)
 
 
 def runs(params: Params) -> dict[str, object]:

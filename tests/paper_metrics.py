@@ -65,8 +65,8 @@ def write_study(root: Path, params, seed: int) -> None:
                 name = f"{tower}-{method}"
                 zero_shot = {}
                 for b in params.zeroshot.benchmarks:
-                    zero_shot |= {f"miou_{b}": float(rng.uniform(0.1, 0.5)), f"images_{b}": 500,
-                                  f"top1_{b}": float(rng.random())}
+                    zero_shot |= {f"miou_{b}": float(rng.uniform(0.1, 0.5)), f"chance_miou_{b}": 0.01,
+                                  f"images_{b}": 500, f"dominant_class_top1_{b}": float(rng.random())}
                     zero_shot |= {f"miou_{b}_thr{t:g}": float(rng.random()) for t in params.zeroshot.threshold_sweep}
                 zero_shot |= {"miou_mean_with_background": float(rng.random()),
                               "miou_mean_without_background": float(rng.random()),

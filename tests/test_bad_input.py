@@ -304,7 +304,7 @@ PARAMS_CASES = [
                  r"finetune: unknown key\(s\) \['lr_typo'\]; allowed: \['batch_size', ",
                  id="params-unknown-key-in-section"),
     pytest.param("finetune", set_param("models", ["random", "nope"]),
-                 r"models\[1\]: unknown value 'nope'; allowed: \['mim', 'random', 'supervised'\]",
+                 r"models\[1\]: unknown value 'nope'; allowed: \['clip', 'dino', 'mim', 'random', 'supervised'\]",
                  id="params-unknown-model"),
     pytest.param("finetune", set_param("data_cfg.ade20k.steps", 0),
                  r"data_cfg\.ade20k\.steps must be positive, got 0$",

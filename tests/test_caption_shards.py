@@ -64,7 +64,7 @@ def written(tmp_path_factory):
     root = tmp_path_factory.mktemp("coco")
     _coco(root / "src")
     stats = _write(root / "src", root / "out")
-    samples = list(wds.WebDataset(caption_shard_paths(root / "out"), shardshuffle=False,
+    samples = list(wds.WebDataset(caption_shard_paths(root / "out").paths, shardshuffle=False,
                                   nodesplitter=None, workersplitter=None, empty_check=False))
     return root, stats, samples
 

@@ -1,5 +1,6 @@
 """Caption concepts: the zero-shot prompt names, the concept banks, the two extraction backends
 on hand-annotated spaCy Docs and plain text, and their token positions through open_clip's BPE."""
+import argparse
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -166,7 +167,7 @@ def test_concepts_bank_param_switches_the_bank(raw_params, monkeypatch):
     monkeypatch.setattr(concepts_stage, "write_json", lambda *args: None)
     for bank in ("authors", "benchmarks"):
         raw_params["concepts"]["bank"] = bank
-        concepts_stage.run(None, parse_params(raw_params))
+        concepts_stage.run(argparse.Namespace(shards=None, task=None, merge=False), parse_params(raw_params))
     assert banks == {0: read_bank(AUTHORS_BANK), 1: concept_bank(benchmarks)}
 
 

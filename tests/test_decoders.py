@@ -63,3 +63,22 @@ def test_linear_segmenter_scores_are_its_logits():
                                 timm_kwargs=TINY)
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(segmenter.scores(x), segmenter(x))
+
+
+def test_linear_logits_are_contiguous_and_the_loss_is_unchanged():
+    """Issue: the head's channels-last strides made the loss copy the full-size logits. Contiguous low-resolution
+    logits give the same loss (within float rounding) as the strided ones did, and so do their gradients."""
+    from pipeline.training.criteria import segmentation_loss
+
+    torch.manual_seed(0)
+    decoder = LinearDecoder(24, 7, (6, 6))
+    tokens = torch.randn(2, 36, 24, requires_grad=True)
+    target = torch.randint(0, 7, (2, 96, 96))
+    logits = decoder(tokens)
+    assert logits.is_contiguous()
+    strided = decoder.head(tokens).transpose(1, 2).reshape(2, 7, 6, 6)
+    assert not strided.is_contiguous()
+    loss, old = segmentation_loss(logits, target, 255), segmentation_loss(strided, target, 255)
+    assert loss.item() == pytest.approx(old.item(), abs=1e-6)
+    grad, old_grad = torch.autograd.grad(loss, tokens)[0], torch.autograd.grad(old, tokens)[0]
+    torch.testing.assert_close(grad, old_grad, rtol=0, atol=1e-6)

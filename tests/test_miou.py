@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.miou import ConfusionMatrix, chance_miou
 
 IGNORE = 255
 
@@ -119,3 +119,20 @@ def test_per_image_counts_are_set_counts_that_sum_to_the_matrix_and_give_its_mio
     with pytest.raises(ValueError, match="4 keys for 5 updates"):
         cm.image_counts(["a", "b", "c", "d"])
     assert ConfusionMatrix(3).image_counts([]).union.shape == (0, 3)
+
+
+def test_chance_miou_by_hand():
+    """Targets 3 px of class 0 and 1 px of class 1, K = 2: expected confusion [[1.5, 1.5], [0.5, 0.5]],
+    IoUs 1.5 / 3.5 and 0.5 / 2.5."""
+    matrix = torch.tensor([[2, 1], [1, 0]])  # the predictions do not matter, only the targets' row sums
+    assert chance_miou(matrix) == pytest.approx((1.5 / 3.5 + 0.5 / 2.5) / 2, abs=1e-12)
+
+
+def test_chance_miou_matches_random_guessing():
+    """Against uniformly random predictions on a million pixels of skewed classes, one absent."""
+    g = torch.Generator().manual_seed(0)
+    k = 6
+    target = torch.multinomial(torch.tensor([0.5, 0.25, 0.15, 0.07, 0.03, 0.0]), 1_000_000, True, generator=g)
+    guessed = ConfusionMatrix(k)
+    guessed.update(torch.randint(0, k, target.shape, generator=g), target)
+    assert chance_miou(guessed.matrix) == pytest.approx(guessed.miou(), abs=2e-3)

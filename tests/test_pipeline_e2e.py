@@ -73,7 +73,7 @@ def test_simzss_stages_align_every_tower_and_method_and_rank_reports_zero_shot(s
             assert align["optimizer_steps"] == 4 and (align["final_concept_loss"] > 0) == (method == "simzss")
             assert (root / f"models/align/{tower}-{method}/text.safetensors").is_file()
             zero_shot = json.loads((root / f"metrics/zeroshot/{tower}-{method}.json").read_text())
-            assert {"miou_ade20k", "miou_cityscapes", "top1_ade20k"} <= set(zero_shot)
+            assert {"miou_ade20k", "miou_cityscapes", "dominant_class_top1_ade20k"} <= set(zero_shot)
             counts = image_counts.load(root / f"per_image/zeroshot/{tower}-{method}.npz")
             assert {b: c.miou() for b, c in counts.items()} == {b: zero_shot[f"miou_{b}"] for b in counts}
             assert ranking["zeroshot"][f"{tower}-{method}"] == pytest.approx(

@@ -233,6 +233,20 @@ def test_workers_split_shards_or_samples(tmp_path, sizes):
     assert run == _take(TrainStream(shards, _identify, seed=1, shuffle_buffer=4), len(run), workers=2)
 
 
+def test_resampling_reads_whole_shards_only_when_they_are_fewer_than_the_consumers(tmp_path):
+    """Web-scale shards (`resample`): a worker draws whole shards with replacement instead of keeping every
+    consumers-th sample; with enough shards (the miniature's one consumer) nothing changes."""
+    one = _numbered_shards(tmp_path, [7])
+    run = _take(TrainStream(one, _identify, seed=1, shuffle_buffer=4, resample=True), 40, workers=2)
+    assert run == _take(TrainStream(one, _identify, seed=1, shuffle_buffer=4, resample=True), 40, workers=2)
+    first, second = [i for i, _ in run[0::2]], [i for i, _ in run[1::2]]
+    assert set(first) == set(second) == set(range(7)) and first != second  # not the even / odd split
+    (tmp_path / "many").mkdir()
+    many = _numbered_shards(tmp_path / "many", [3, 3, 3])
+    assert (_take(TrainStream(many, _identify, seed=1, resample=True), 18)
+            == _take(TrainStream(many, _identify, seed=1), 18))
+
+
 def test_ranks_partition_each_epoch(tmp_path):
     shards = _numbered_shards(tmp_path, [2, 2, 2, 2])
     seen = [{i for i, _ in _take(TrainStream(shards, _identify, seed=0, rank=r, world_size=2), 4)}

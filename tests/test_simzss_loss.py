@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.networks.text_tower import AlignedText, TextTower, TextTowerCfg, tokenize
-from pipeline.training.simzss_loss import clip_loss, concept_embeddings, concept_loss, simzss_loss
+from pipeline.training.contrastive import clip_loss
+from pipeline.training.simzss_loss import concept_embeddings, concept_loss, simzss_loss
 
 B, L, N, D = 4, 10, 6, 8
 # Per caption: (concept id, span positions) per slot; -1 = empty slot. Class 3 repeats across

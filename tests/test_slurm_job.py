@@ -145,3 +145,24 @@ def test_outside_slurm_the_job_stops_before_doing_anything(cluster):
     result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "SLURM_JOB_ID" in result.stderr
     assert not calls(cluster) and not cluster["work"].exists()
+
+
+ARRAY_SCRIPT = REPO / "scripts" / "slurm" / "concepts_array.sh"
+
+
+def test_the_concepts_array_task_writes_its_share_of_the_shards(tmp_path):
+    """Each array task runs the concepts stage on its range (`--task I/N`) with the working copy's environment."""
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text(f'#!/bin/bash\necho "python $* @ $PWD" >> {tmp_path}/calls.log\n')
+    (venv / "python").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(SLURM_ARRAY_TASK_ID="3", SLURM_ARRAY_TASK_COUNT="8", SLURM_SUBMIT_DIR=str(tmp_path))
+    done = subprocess.run(["bash", str(ARRAY_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls.log").read_text() == f"python -m pipeline.stages.concepts --task 3/8 @ {tmp_path}\n"
+    del env["SLURM_ARRAY_TASK_ID"]
+    outside = subprocess.run(["bash", str(ARRAY_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
+    assert outside.returncode != 0 and "SLURM_ARRAY_TASK_ID" in outside.stderr
+    header = dict(re.findall(r"^#SBATCH --([a-z-]+)(?:=(\S+))?", ARRAY_SCRIPT.read_text(), re.M))
+    assert "requeue" in header and "%a" in header["output"] and os.access(ARRAY_SCRIPT, os.X_OK)

@@ -8,7 +8,7 @@ from pipeline.errors import DataError
 
 HEX_LENGTH = {"md5": 32, "sha1": 40, "sha256": 64}
 EXPECTED = {"ade20k", "pascal_voc", "pascal_context", "cityscapes", "gta5", "coco_stuff",
-            "coco_object", "coco_captions"}
+            "coco_object", "coco_captions", "imagenet"}
 
 
 def _all_files():
@@ -104,8 +104,8 @@ def test_records_are_frozen():
 
 def test_unknown_source_lists_known_names():
     with pytest.raises(DataError) as exc:
-        get_source("imagenet")
+        get_source("places365")
     msg = str(exc.value)
-    assert "'imagenet'" in msg
+    assert "'places365'" in msg
     for name in EXPECTED:
         assert name in msg

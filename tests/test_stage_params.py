@@ -65,6 +65,15 @@ def test_toy_pretraining_settings_reach_only_toy_pretrainings(raw_params):
     assert changed == runs_of(raw_params, "pretrain") - {"pretrain/mim-base", "pretrain/mim-large"}
 
 
+def test_a_toy_familys_own_section_reaches_only_its_pretrainings(raw_params):
+    raw_params["encoders"] = [*raw_params["encoders"], "clip", "dino"]
+    assert changed_runs(raw_params, lambda p: p["pretrain"]["dino"].update(out_dim=7)) \
+        == {"pretrain/dino-base", "pretrain/dino-large"}
+    assert changed_runs(raw_params, lambda p: p["pretrain"]["clip"].update(embed_dim=7)) \
+        == {"pretrain/clip-base", "pretrain/clip-large"}
+    assert changed_runs(raw_params, lambda p: p["pretrain"].update(steps=7)) == runs_of(raw_params, "pretrain")
+
+
 def test_a_method_changes_only_its_alignments(raw_params):
     changed = changed_runs(raw_params, lambda p: p["method_cfg"]["simzss"].update(concept_weight=0.1))
     assert changed == {f"align/{tower}-simzss" for tower in raw_params["towers"]}

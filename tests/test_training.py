@@ -7,7 +7,8 @@ from pipeline.training.criteria import build_criterion, segmentation_loss
 from pipeline.training.mask_classification import Mask2FormerLoss, targets_from_labels
 from pipeline.training.optim import build_optimizer, build_schedule, count_trainable
 from pipeline.training.precision import resolve_precision
-from pipeline.training.pretrain import patchify, presence_targets
+from pipeline.training.toy_objectives.mim import patchify
+from pipeline.training.toy_objectives.supervised import presence_targets
 
 
 def test_segmentation_loss_is_mean_ce_over_labelled_pixels_of_upsampled_logits():
@@ -100,7 +101,7 @@ def tiny_encoder():
 
 
 def test_masked_image_objective_regresses_only_masked_patches():
-    from pipeline.training.pretrain import MaskedImageObjective
+    from pipeline.training.toy_objectives.mim import MaskedImageObjective
 
     torch.manual_seed(0)
     objective = MaskedImageObjective(tiny_encoder(), mask_ratio=0.5)
@@ -113,7 +114,7 @@ def test_masked_image_objective_regresses_only_masked_patches():
 
 
 def test_supervised_objective_targets_regions_of_the_crop():
-    from pipeline.training.pretrain import SupervisedObjective
+    from pipeline.training.toy_objectives.supervised import SupervisedObjective
 
     objective = SupervisedObjective(tiny_encoder(), num_classes=5, ignore_index=255, cell=16)
     labels = torch.full((2, 32, 32), 255)

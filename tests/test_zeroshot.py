@@ -436,7 +436,7 @@ def test_evaluate_benchmark_with_background_matches_a_hand_computation():
     assert result["miou"][1]["miou"] == pytest.approx((2 / 5 + 1 / 2 + 2 / 3) / 3)
     # dominant classes: "one" -> label 1 (embedding 0), "two" -> label 2 (embedding 1),
     # "void" skipped; centre crops [[A, A], [B, D]] -> 0 (right), [[C, B], [D, A]] -> 0 (wrong)
-    assert result["classified"] == 2 and result["top1"] == 0.5
+    assert result["classified"] == 2 and result["dominant_class_top1"] == 0.5
     assert [tuple(x.shape) for x in mean_colour.inputs] == [(2, 3, 2, 2)]  # the two centre crops in one batch
     torch.testing.assert_close(mean_colour.inputs[0][0], coloured([[A, A], [B, D]]).float() / 255)
 
@@ -450,7 +450,7 @@ def test_evaluate_benchmark_without_background():
     assert result["miou"] == [{"threshold": None, "miou": pytest.approx((2 / 3 + 2 / 3 + 1) / 3)}]
     assert result["images"] == 1 and result["classified"] == 1
     # dominant label 1; centre crop [[A, B], [D, B]] -> mean colour leans green -> class 1
-    assert result["top1"] == 1.0
+    assert result["dominant_class_top1"] == 1.0
 
 
 def test_evaluate_benchmark_batches_the_windows_of_several_images():
@@ -474,7 +474,7 @@ def test_evaluate_benchmark_batches_the_windows_of_several_images():
         assert [x.shape[0] for x in mean_colour.inputs] == [min(batch_size, 4 - i) for i in range(0, 4, batch_size)]
     first = results[1]
     for result in results.values():
-        assert result["miou"] == first["miou"] and result["top1"] == first["top1"]
+        assert result["miou"] == first["miou"] and result["dominant_class_top1"] == first["dominant_class_top1"]
         assert (result["counts"].intersection == first["counts"].intersection).all()
         assert (result["counts"].union == first["counts"].union).all()
 
@@ -497,4 +497,4 @@ def test_evaluate_benchmark_errors_name_the_sample():
 def test_evaluate_benchmark_empty_split():
     result = evaluate_benchmark([], pixel_colours, mean_colour, torch.eye(3), num_classes=3,
                                 with_background=False, thresholds=[], short_side=2, window=2, stride=1)
-    assert result["images"] == 0 and result["classified"] == 0 and result["top1"] is None
+    assert result["images"] == 0 and result["classified"] == 0 and result["dominant_class_top1"] is None

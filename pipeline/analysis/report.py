@@ -179,16 +179,28 @@ def separation(current: dict, flips: list[dict], base_setting: str, confidence: 
 
 
 def zeroshot_table(current: dict, base: dict | None) -> list[str]:
+    """Mean zero-shot mIoU per tower-method over all benchmarks and over those without background (with their
+    changes against the base), the chance level of the latter, and the taus against the fine-tuned ranking."""
     runs = current.get("zeroshot", {})
     if not runs:
         return []
-    lines = ["| tower-method | mean zero-shot mIoU % |" + (" Δ vs base |" if base is not None else ""),
-             "|---|---:|" + ("---:|" if base is not None else "")]
-    for name, value in runs.items():
-        cells = [name, _pct(value)]
-        if base is not None:
-            cells.append(_delta(value, base.get("zeroshot", {}).get(name), 100, 1))
+    columns = (("zeroshot", "mean zero-shot mIoU %"), ("zeroshot_without_background", "without background %"))
+    header, rule = "| tower-method |", "|---|"
+    for _, title in columns:
+        header += f" {title} |" + (" Δ vs base |" if base is not None else "")
+        rule += "---:|" + ("---:|" if base is not None else "")
+    lines = [header, rule]
+    for name in runs:
+        cells = [name]
+        for key, _ in columns:
+            value = current.get(key, {}).get(name)
+            cells.append(_pct(value))
+            if base is not None:
+                cells.append(_delta(value, base.get(key, {}).get(name), 100, 1))
         lines.append("| " + " | ".join(cells) + " |")
+    chance = current.get("zeroshot_chance_without_background")
+    if chance is not None:
+        lines += ["", f"Chance (a uniformly random class per pixel) without background: {_pct(chance)} %."]
     taus = current.get("zeroshot_vs_finetuned_tau", {})
     if taus:
         lines += ["", "Kendall's τ between the zero-shot and the fine-tuned ranking of the towers: "

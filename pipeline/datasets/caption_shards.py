@@ -1,10 +1,13 @@
-"""COCO captions with their concepts as WebDataset shards, and the decoder that reads them back.
+"""Captions with their concepts as WebDataset shards, and the decoder that reads them back.
+
+Both caption sources write through `CaptionEncoder`: COCO Captions here (`write_caption_shards`), img2dataset shards
+shard for shard in `web_caption_shards`.
 
 One sample per caption (as the authors' img2dataset rows): `jpg` (the image center-cropped and
 resized square, once per image), `txt` (raw caption), `json` ({"image", "concepts"}),
 `tokens.npy` (int32 [77] open_clip token ids), `concepts.npy` (int64 [max_concepts] bank ids,
 -1 padded) and `spans.npy` (int64 [max_concepts, max_concept_tokens] absolute token positions,
-0 padded). The folder holds `<split>-NNNNNN.tar` shards and `manifest.json`.
+0 padded). The folder holds the shards (COCO: `<split>-NNNNNN.tar`) and `manifest.json`.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -27,7 +31,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.datasets import shards
 from pipeline.datasets.bpe_spans import TokenizedCaption, tokenize_caption
 from pipeline.datasets.concepts import Concept, Extractor
-from pipeline.datasets.readers import CaptionRef, decode_image, list_captions, read_bytes
+from pipeline.datasets.readers import decode_image, list_captions, read_bytes
 from pipeline.errors import DataError
 
 MANIFEST = shards.MANIFEST
@@ -36,13 +40,17 @@ _IMAGES_PER_BATCH = 256
 _MEMBERS = ("jpg", "json", "tokens.npy", "concepts.npy", "spans.npy")
 
 
-def square_jpeg(job: tuple[str, int]) -> bytes:
-    """The image at `path` center-cropped to a square and resized to `size` (bicubic), as JPEG."""
-    path, size = job
-    image = decode_image(read_bytes(path), path).convert("RGB")
+def square_jpeg(data: bytes, source: str, size: int) -> bytes:
+    """The encoded image `data` center-cropped to a square and resized to `size` (bicubic), as JPEG."""
+    image = decode_image(data, source).convert("RGB")
     buf = io.BytesIO()
     ImageOps.fit(image, (size, size), Image.BICUBIC).save(buf, "JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
+
+
+def _coco_jpeg(job: tuple[str, int]) -> bytes:
+    path, size = job
+    return square_jpeg(read_bytes(path), path, size)
 
 
 @dataclass(frozen=True)
@@ -77,14 +85,15 @@ def encode_caption(caption: TokenizedCaption, concepts: list[Concept], bank_ids:
     return EncodedCaption(caption.tokens, ids, spans, tuple(names), dropped)
 
 
-def _batches(refs: list[CaptionRef], images, size: int):
-    """(refs, their images) in groups of `size`, images consumed from the iterator `images`."""
-    for start in range(0, len(refs), size):
-        batch = refs[start:start + size]
-        yield batch, list(islice(images, len(batch)))
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    items = iter(items)
+    while batch := list(islice(items, size)):
+        yield batch
 
 
-class _Stats:
+class Stats:
+    """Counts over the written captions; `record` and `add_record` carry them through a shard's JSON record."""
+
     def __init__(self):
         self.captions = self.with_concept = self.concepts = 0
         self.dropped, self.per_concept = Counter(), Counter()
@@ -95,6 +104,17 @@ class _Stats:
         self.concepts += len(encoded.names)
         self.dropped.update(encoded.dropped)
         self.per_concept.update(encoded.names)
+
+    def record(self) -> dict:
+        return {"captions": self.captions, "with_concept": self.with_concept, "concepts": self.concepts,
+                "dropped": dict(self.dropped), "per_concept": dict(self.per_concept)}
+
+    def add_record(self, record: dict) -> None:
+        self.captions += record["captions"]
+        self.with_concept += record["with_concept"]
+        self.concepts += record["concepts"]
+        self.dropped.update(record["dropped"])
+        self.per_concept.update(record["per_concept"])
 
     def summary(self, images: int) -> dict:
         return {"captions": self.captions, "images": images,
@@ -107,19 +127,45 @@ class _Stats:
                    for why in ("truncated", "too_long", "over_max")}}
 
 
-def _samples(refs, images, extract: Extractor, bank_ids, max_concepts, max_concept_tokens,
-             stats: _Stats):
-    for batch, jpegs in _batches(refs, images, _IMAGES_PER_BATCH):
-        rows = [(ref, jpeg, index, text) for ref, jpeg in zip(batch, jpegs)
-                for index, text in enumerate(ref.captions)]
-        captions = [tokenize_caption(text) for *_, text in rows]
-        found = extract([caption.text for caption in captions])
-        for (ref, jpeg, index, text), caption, concepts in zip(rows, captions, found):
-            enc = encode_caption(caption, concepts, bank_ids, max_concepts, max_concept_tokens)
-            stats.add(enc)
-            yield {"__key__": f"{ref.key}_{index}", "jpg": jpeg, "txt": text,
-                   "json": {"image": ref.key, "concepts": list(enc.names)},
-                   "tokens.npy": enc.tokens, "concepts.npy": enc.concepts, "spans.npy": enc.spans}
+@dataclass(frozen=True)
+class CaptionedImage:
+    """An image, already square-cropped and encoded, with its captions; sample keys are `<key>_<caption index>`."""
+    key: str
+    image_key: str
+    jpeg: bytes
+    captions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CaptionEncoder:
+    """Captioned images -> the samples the shards store, one per caption (both caption sources write through it)."""
+    extract: Extractor
+    bank: tuple[str, ...]
+    max_concepts: int = 32
+    max_concept_tokens: int = 16
+
+    def samples(self, images: Iterable[CaptionedImage], stats: Stats) -> Iterator[dict]:
+        bank_ids = {name: i for i, name in enumerate(self.bank)}
+        for batch in _batched(images, _IMAGES_PER_BATCH):
+            rows = [(image, index, text) for image in batch for index, text in enumerate(image.captions)]
+            captions = [tokenize_caption(text) for *_, text in rows]
+            found = self.extract([caption.text for caption in captions])
+            for (image, index, text), caption, concepts in zip(rows, captions, found):
+                enc = encode_caption(caption, concepts, bank_ids, self.max_concepts, self.max_concept_tokens)
+                stats.add(enc)
+                yield {"__key__": f"{image.key}_{index}", "jpg": image.jpeg, "txt": text,
+                       "json": {"image": image.image_key, "concepts": list(enc.names)},
+                       "tokens.npy": enc.tokens, "concepts.npy": enc.concepts, "spans.npy": enc.spans}
+
+
+def manifest(split: str, names: list[str], sha256: dict[str, str], images: int, encoder: CaptionEncoder,
+             stats: Stats, **extra) -> dict:
+    """The shards' manifest: what `read_manifest` checks and align reads, and the counts of each concept."""
+    return {"split": {"name": split, "shards": names,
+                      "samples": stats.captions, "images": images},
+            "sha256": sha256, "bank": list(encoder.bank), "context_length": DEFAULT_CONTEXT_LENGTH,
+            "max_concepts": encoder.max_concepts, "max_concept_tokens": encoder.max_concept_tokens,
+            "concept_counts": dict(stats.per_concept.most_common()), **extra}
 
 
 def write_caption_shards(root: Path, split: str, out_dir: Path, bank: tuple[str, ...],
@@ -133,27 +179,23 @@ def write_caption_shards(root: Path, split: str, out_dir: Path, bank: tuple[str,
     refs = list_captions(Path(root), split)
     if not refs:
         raise DataError(f"{root}: no captioned COCO images in split {split!r}")
-    bank_ids = {name: i for i, name in enumerate(bank)}
-    stats = _Stats()
+    encoder = CaptionEncoder(extract, bank, max_concepts, max_concept_tokens)
+    stats = Stats()
     jobs = [(ref.image_path, image_size) for ref in refs]
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
-        images = map(square_jpeg, jobs) if pool is None else pool.imap(
-            square_jpeg, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+        jpegs = map(_coco_jpeg, jobs) if pool is None else pool.imap(
+            _coco_jpeg, jobs, chunksize=max(1, min(16, len(jobs) // (4 * workers))))
+        images = (CaptionedImage(ref.key, ref.key, jpeg, ref.captions) for ref, jpeg in zip(refs, jpegs))
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
             with wds.ShardWriter(str(tmp / f"{split}-%06d.tar"), maxcount=shard_size,
                                  verbose=0, mtime=0) as sink:
-                for sample in _samples(refs, images, extract, bank_ids, max_concepts,
-                                       max_concept_tokens, stats):
+                for sample in encoder.samples(images, stats):
                     sink.write(sample)
             names = sorted(p.name for p in tmp.glob("*.tar"))
-            write_json(tmp / MANIFEST, {
-                "split": {"name": split, "shards": names, "samples": stats.captions, "images": len(refs)},
-                "sha256": {name: shards.file_sha256(tmp / name) for name in names},
-                "bank": list(bank), "context_length": DEFAULT_CONTEXT_LENGTH,
-                "max_concepts": max_concepts, "max_concept_tokens": max_concept_tokens,
-                "concept_counts": dict(stats.per_concept.most_common())})
+            write_json(tmp / MANIFEST, manifest(split, names, {name: shards.file_sha256(tmp / name) for name in names},
+                                                len(refs), encoder, stats))
     finally:
         if pool is not None:
             pool.terminate()
@@ -168,12 +210,19 @@ def read_manifest(out_dir: Path) -> dict:
     return shards.read_manifest(out_dir, _MANIFEST_KEYS, "caption shards")
 
 
-def caption_shard_paths(out_dir: Path) -> list[str]:
+class CaptionShards(NamedTuple):
+    """The shards to train on, and whether they came from img2dataset shards (web-scale: resampled when fewer
+    than the loader's consumers) rather than COCO Captions."""
+    paths: list[str]
+    web: bool = False
+
+
+def caption_shard_paths(out_dir: Path) -> CaptionShards:
     """The shards, each checked against the sha256 the manifest recorded (`shards.verify_files`)."""
     manifest = read_manifest(out_dir)
     names = manifest["split"]["shards"]
     shards.verify_files(Path(out_dir), {name: manifest["sha256"].get(name) for name in names}, "concepts")
-    return [str(Path(out_dir) / name) for name in names]
+    return CaptionShards([str(Path(out_dir) / name) for name in names], manifest.get("source") == "img2dataset")
 
 
 @dataclass(frozen=True)

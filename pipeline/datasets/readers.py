@@ -1,5 +1,8 @@
 """Readers for the official on-disk layouts, straight from the downloaded archives.
 
+Segmentation datasets give (image, label map) pairs (`list_samples`); ImageNet-1k gives (image, class)
+pairs (`list_class_samples`).
+
 Each dataset is read either from its official archive(s) (zip, tar or tar.gz) or from the
 folder those archives extract to. Every archive is indexed once per process (a name index,
 O(N)); handles are opened lazily and re-opened after a fork, since a forked process must not
@@ -8,9 +11,11 @@ listed, and each image's annotations travel in its SampleRef.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
+import re
 import tarfile
 import zipfile
 import zlib
@@ -23,7 +28,7 @@ import scipy.io
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from pipeline.datasets.specs import COCO_THING_IDS, get_spec
+from pipeline.datasets.specs import CLASSIFICATION_SPLITS, COCO_THING_IDS, IMAGENET, get_spec
 from pipeline.errors import DataError
 
 SEP = "::"  # "archive.zip::inner/path"
@@ -350,6 +355,131 @@ def list_samples(dataset: str, root: Path, split: str) -> list[SampleRef]:
     return sorted(refs, key=lambda r: r.key)
 
 
+# ---------------------------------------------------------------- ImageNet-1k validation
+
+IMAGENET_VAL_TAR = "ILSVRC2012_img_val.tar"            # 50,000 flat ILSVRC2012_val_NNNNNNNN.JPEG
+IMAGENET_DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
+IMAGENET_DEVKIT_DATA = "ILSVRC2012_devkit_t12/data"    # meta.mat and the validation ground truth, in the devkit
+IMAGENET_GROUND_TRUTH = f"{IMAGENET_DEVKIT_DATA}/ILSVRC2012_validation_ground_truth.txt"
+IMAGENET_META = f"{IMAGENET_DEVKIT_DATA}/meta.mat"
+_IMAGENET_VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.JPEG")
+_IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+
+
+@dataclass(frozen=True)
+class ClassRef:
+    """Where an image is, and its class index."""
+    key: str
+    image_path: str
+    label: int
+
+
+@functools.cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in label order: sorted, the order of open_clip's IMAGENET_CLASSNAMES."""
+    from timm.data import ImageNetInfo  # imports torch: only where ImageNet is read
+    return tuple(ImageNetInfo().label_names())
+
+
+@functools.cache
+def _wnid_labels() -> dict[str, int]:
+    return {wnid: i for i, wnid in enumerate(imagenet_wnids())}
+
+
+def _imagenet_label(wnid: str, source: str) -> int:
+    if wnid not in _wnid_labels():
+        raise DataError(f"{source}: {wnid!r} is not one of the 1000 ImageNet-1k wnids")
+    return _wnid_labels()[wnid]
+
+
+def _devkit_classes(meta: str) -> dict[int, str]:
+    """ILSVRC2012_ID -> WNID of the devkit's 1000 classes: the synsets of meta.mat without children.
+
+    The ids number the synsets in the devkit's own order, not in the (sorted) label order.
+    """
+    try:
+        synsets = scipy.io.loadmat(io.BytesIO(read_bytes(meta)), squeeze_me=True)["synsets"]
+        ids, wnids, children = (np.atleast_1d(synsets[field]) for field in ("ILSVRC2012_ID", "WNID", "num_children"))
+    except (ValueError, TypeError, KeyError, IndexError, NotImplementedError, scipy.io.matlab.MatReadError) as err:
+        raise DataError(f"{meta}: expected the devkit's meta.mat, a struct array `synsets` with fields "
+                        f"ILSVRC2012_ID, WNID and num_children ({type(err).__name__}: {err})") from err
+    return {int(i): str(wnid) for i, wnid, n in zip(ids, wnids, children) if n == 0}
+
+
+def _ground_truth(path: str) -> list[int]:
+    """The ILSVRC2012_ID of each validation image, in image-number order."""
+    lines = read_bytes(path).decode(errors="replace").split()
+    for number, line in enumerate(lines, 1):
+        if not line.isdigit():
+            raise DataError(f"{path}: line {number} is {line!r}; expected one ILSVRC2012_ID (an integer) per line")
+    return [int(line) for line in lines]
+
+
+def _imagenet_official(root: Path) -> list[ClassRef]:
+    """ILSVRC2012_img_val.tar, labelled by the devkit (archive or extracted): image N has the class whose
+    ILSVRC2012_ID is on line N of the ground truth."""
+    tar = root / IMAGENET_VAL_TAR
+    devkit, devkit_where = _index(root, [IMAGENET_DEVKIT], "ILSVRC2012_devkit_t12")
+    meta = _member(devkit, IMAGENET_META, devkit_where, "the devkit's synsets")
+    classes = _devkit_classes(meta)
+    truth_path = _member(devkit, IMAGENET_GROUND_TRUTH, devkit_where, "the validation labels")
+    truth = _ground_truth(truth_path)
+    refs = []
+    for inner in _archive(str(tar)).names:
+        if not (match := _IMAGENET_VAL_NAME.fullmatch(inner)):
+            continue
+        path = f"{tar}{SEP}{inner}"
+        number = int(match[1])
+        if not 1 <= number <= len(truth):
+            raise DataError(f"{path}: image {number}, but {truth_path} lists {len(truth)} labels")
+        if truth[number - 1] not in classes:
+            raise DataError(f"{truth_path}: line {number} (the label of {path}) is {truth[number - 1]}, not the "
+                            f"ILSVRC2012_ID of a class (a synset without children) in {meta}")
+        refs.append(ClassRef(Path(inner).stem, path, _imagenet_label(classes[truth[number - 1]], meta)))
+    if len(refs) != len(truth):
+        raise DataError(f"{tar}: {len(refs)} ILSVRC2012_val_*.JPEG images, but {truth_path} lists "
+                        f"{len(truth)} labels; expected one per image")
+    return refs
+
+
+def _imagenet_folders(root: Path) -> list[ClassRef]:
+    """The extracted val/<wnid>/*.JPEG layout: the folder names the class."""
+    refs = []
+    for folder in sorted(p for p in (root / "val").iterdir() if p.is_dir()):
+        label = _imagenet_label(folder.name, str(folder))
+        refs += [ClassRef(path.stem, str(path), label) for path in sorted(folder.iterdir())
+                 if path.suffix.lower() in _IMAGE_SUFFIXES]
+    return refs
+
+
+def _imagenet(root: Path, split: str) -> tuple[list[ClassRef], str]:
+    if (root / IMAGENET_VAL_TAR).is_file():
+        return _imagenet_official(root), str(root / IMAGENET_VAL_TAR)
+    if (root / "val").is_dir():
+        return _imagenet_folders(root), f"{root / 'val'}/<wnid>/"
+    raise DataError(f"{root}: found neither {IMAGENET_VAL_TAR} (with {IMAGENET_DEVKIT}) nor an extracted "
+                    "val/<wnid>/*.JPEG folder")
+
+
+_CLASS_LISTERS = {IMAGENET: _imagenet}
+_CLASS_IDS = {IMAGENET: imagenet_wnids}
+
+
+def class_ids(dataset: str) -> tuple[str, ...]:
+    """The ids of a classification dataset's classes, in label order (ImageNet: the wnids)."""
+    return _CLASS_IDS[dataset]()
+
+
+def list_class_samples(dataset: str, root: Path, split: str) -> list[ClassRef]:
+    """All (image, class) pairs of a classification dataset's split, sorted by key."""
+    if split not in CLASSIFICATION_SPLITS[dataset]:
+        raise DataError(f"{dataset} has no split {split!r}; available: {list(CLASSIFICATION_SPLITS[dataset])}")
+    refs, where = _CLASS_LISTERS[dataset](Path(root), split)
+    if not refs:
+        raise DataError(f"{where}: split {split!r} of {dataset} is empty; expected at least one image")
+    return sorted(refs, key=lambda r: r.key)
+
+
 def decode_image(data: bytes, source: str) -> Image.Image:
     """Fully decode an encoded image (catches truncated files); DataError naming `source`."""
     try:
@@ -413,13 +543,19 @@ def _coco_label(ref: SampleRef) -> np.ndarray:
 _LABEL_READERS = {"png": _png_label, "mat": _mat_label, "coco": _coco_label}
 
 
-def read_sample(ref: SampleRef) -> RawSample:
-    image = read_bytes(ref.image_path)
-    fmt = decode_image(image, ref.image_path).format
+def read_image(path: str) -> tuple[bytes, str]:
+    """An image's encoded bytes, checked to decode fully, and its extension (jpg or png)."""
+    image = read_bytes(path)
+    fmt = decode_image(image, path).format
     if fmt not in _IMAGE_EXT:
-        raise DataError(f"{ref.image_path}: image is {fmt}, expected JPEG or PNG")
+        raise DataError(f"{path}: image is {fmt}, expected JPEG or PNG")
+    return image, _IMAGE_EXT[fmt]
+
+
+def read_sample(ref: SampleRef) -> RawSample:
+    image, ext = read_image(ref.image_path)
     label = _LABEL_READERS[ref.label_format](ref)
-    return RawSample(ref.key, image, _IMAGE_EXT[fmt], label, ref.image_path, ref.label_path)
+    return RawSample(ref.key, image, ext, label, ref.image_path, ref.label_path)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A prepared dataset is a folder of `<split>-NNNNNN.tar` shards plus `manifest.json`. Each
 sample holds the original encoded image (never re-encoded) and a `label.png` of uint8
-train ids (255 = ignore).
+train ids (255 = ignore), or for a classification dataset (ImageNet) a `cls`: its class index
+as text, WebDataset's convention.
 """
 from __future__ import annotations
 
@@ -21,16 +22,17 @@ from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_image
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.datasets.readers import SampleRef, list_samples, read_sample
-from pipeline.datasets.specs import LabelView, get_spec
+from pipeline.datasets.readers import (ClassRef, SampleRef, class_ids, list_class_samples, list_samples, read_image,
+                                       read_sample)
+from pipeline.datasets.specs import CLASSIFICATION_SPLITS, LabelView, get_spec
 from pipeline.errors import DataError
 
 MANIFEST = "manifest.json"
 IMAGE_EXTS = ("jpg", "png")
 
 
-def _prepare_sample(job: tuple[str, SampleRef]) -> tuple[str, str, bytes, bytes]:
-    """Read, validate and map one sample -> (key, image ext, image bytes, label PNG bytes)."""
+def _prepare_sample(job: tuple[str, SampleRef]) -> tuple[str, dict[str, bytes]]:
+    """Read, validate and map one sample -> (key, {image ext: image bytes, "label.png": label PNG bytes})."""
     dataset, ref = job
     sample = read_sample(ref)
     label = get_spec(dataset).map_labels(sample.label, sample.label_source)
@@ -44,7 +46,13 @@ def _prepare_sample(job: tuple[str, SampleRef]) -> tuple[str, str, bytes, bytes]
         label = np.array(Image.fromarray(label).resize((width, height), Image.NEAREST))
     buf = io.BytesIO()
     Image.fromarray(label).save(buf, "PNG")
-    return sample.key, sample.image_ext, sample.image, buf.getvalue()
+    return sample.key, {sample.image_ext: sample.image, "label.png": buf.getvalue()}
+
+
+def _prepare_class_sample(ref: ClassRef) -> tuple[str, dict[str, bytes]]:
+    """Read and check one image of a classification dataset -> (key, {image ext: image bytes, "cls": class})."""
+    image, ext = read_image(ref.image_path)
+    return ref.key, {ext: image, "cls": str(ref.label).encode()}
 
 
 def file_sha256(path: Path) -> str:
@@ -58,13 +66,13 @@ def file_sha256(path: Path) -> str:
 def _write_shards(samples, out_dir: Path, split: str, shard_size: int) -> tuple[int, list[str]]:
     names, writer, count = [], None, 0
     try:
-        for key, ext, image, label in samples:
+        for key, entries in samples:
             if count % shard_size == 0:
                 if writer is not None:
                     writer.close()
                 names.append(f"{split}-{len(names):06d}.tar")
                 writer = wds.TarWriter(str(out_dir / names[-1]), mtime=0)
-            writer.write({"__key__": key, ext: image, "label.png": label})
+            writer.write({"__key__": key, **entries})
             count += 1
     finally:
         if writer is not None:
@@ -79,25 +87,30 @@ def prepare_dataset(dataset: str, root: Path, out_dir: Path, shard_size: int, wo
     GTA V labels of another size are resized nearest to the image) and its label mapped to
     train ids. Unlike the authors' code, which silently skips images whose label has a single
     value, such images are kept: dropping them would change the data without notice.
+    A classification dataset's images are checked to decode and stored with their class; its manifest's
+    `classes` are the class ids (ImageNet's wnids) and its `ignore_index` is null.
     `out_dir` is replaced atomically, so a failure leaves an earlier version intact.
     """
-    spec = get_spec(dataset)
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    refs = {split: list_samples(dataset, Path(root), split) for split in spec.splits}
-    manifest = {"dataset": dataset, "classes": list(spec.classes),
-                "ignore_index": spec.ignore_index, "splits": {}}
+    if dataset in CLASSIFICATION_SPLITS:
+        jobs = {split: list_class_samples(dataset, Path(root), split) for split in CLASSIFICATION_SPLITS[dataset]}
+        classes, ignore_index, prepare = class_ids(dataset), None, _prepare_class_sample
+    else:
+        spec = get_spec(dataset)
+        jobs = {split: [(dataset, ref) for ref in list_samples(dataset, Path(root), split)] for split in spec.splits}
+        classes, ignore_index, prepare = spec.classes, spec.ignore_index, _prepare_sample
+    manifest = {"dataset": dataset, "classes": list(classes), "ignore_index": ignore_index, "splits": {}}
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
-            for split, split_refs in refs.items():
-                jobs = [(dataset, ref) for ref in split_refs]
+            for split, split_jobs in jobs.items():
                 if pool is None:
-                    samples = map(_prepare_sample, jobs)
+                    samples = map(prepare, split_jobs)
                 else:
-                    chunk = max(1, min(64, len(jobs) // (4 * workers)))
-                    samples = pool.imap(_prepare_sample, jobs, chunksize=chunk)
+                    chunk = max(1, min(64, len(split_jobs) // (4 * workers)))
+                    samples = pool.imap(prepare, split_jobs, chunksize=chunk)
                 count, names = _write_shards(samples, tmp, split, shard_size)
                 manifest["splits"][split] = {"count": count, "shards": names,
                                              "sha256": {n: file_sha256(tmp / n) for n in names}}
@@ -177,13 +190,16 @@ def _read_shards(shards: list[str]):
 
 
 def decode_sample(sample: dict) -> tuple[str, torch.Tensor, torch.Tensor]:
-    """WebDataset sample -> (key, image uint8 3xHxW RGB, label uint8 HxW)."""
+    """WebDataset sample -> (key, image uint8 3xHxW RGB, label uint8 HxW), or for a classification sample
+    (key, image, class index as an int64 scalar tensor)."""
     key = sample["__key__"]
     ext = next((e for e in IMAGE_EXTS if e in sample), None)
-    if ext is None or "label.png" not in sample:
-        raise DataError(f"{sample.get('__url__', '?')}: sample {key!r} lacks an image or label.png")
+    if ext is None or not ("label.png" in sample or "cls" in sample):
+        raise DataError(f"{sample.get('__url__', '?')}: sample {key!r} lacks an image, or a label.png or cls")
     image = decode_image(torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8),
                          mode=ImageReadMode.RGB)
+    if "cls" in sample:
+        return key, image, torch.tensor(int(sample["cls"]))
     label = decode_image(torch.frombuffer(bytearray(sample["label.png"]), dtype=torch.uint8),
                          mode=ImageReadMode.GRAY)[0]
     return key, image, label
@@ -277,13 +293,18 @@ class TrainStream(torch.utils.data.IterableDataset):
     The shuffle and each sample's generator are seeded from the seed, the consumer and the number
     of consumers only, so 1 process x 2 workers and 2 processes x 1 worker see the same batches.
 
+    `resample` (for web-scale shards, which have no epochs to keep exact) changes the fallback when the shards are
+    fewer than the consumers: each consumer draws whole shards with replacement (`wds.ResampledShards`, seeded by
+    the seed and the consumer), one endless epoch, instead of every consumer reading every shard.
+
     `skip_batches` resumes a stream: the DataLoader batches of `batch_size` samples that this rank
     already consumed (a DataLoader takes batch i from worker i mod workers) are read but neither
     decoded nor transformed, so what follows is what an uninterrupted stream would have given.
     """
 
     def __init__(self, shards: list[str], transform, seed: int, shuffle_buffer: int = 256,
-                 rank: int = 0, world_size: int = 1, decode=None, skip_batches: int = 0, batch_size: int = 1):
+                 rank: int = 0, world_size: int = 1, decode=None, skip_batches: int = 0, batch_size: int = 1,
+                 resample: bool = False):
         super().__init__()
         if not shards:
             raise DataError("TrainStream needs at least one shard")
@@ -292,7 +313,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.shards, self.transform, self.seed = list(shards), transform, seed
         self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
         self.decode = decode or _image_and_label
-        self.skip_batches, self.batch_size = skip_batches, batch_size
+        self.skip_batches, self.batch_size, self.resample = skip_batches, batch_size, resample
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -305,6 +326,9 @@ class TrainStream(torch.utils.data.IterableDataset):
             shards = [self.shards[i] for i in order.tolist()]
             if len(shards) >= consumers:
                 samples = _read_shards(shards[consumer::consumers])
+            elif self.resample:
+                samples = wds.tarfile_to_samples()(iter(wds.ResampledShards(
+                    self.shards, seed=self.seed, worker_seed=lambda: consumer, deterministic=True)))
             else:
                 samples = itertools.islice(_read_shards(shards), consumer, None, consumers)
             empty = True

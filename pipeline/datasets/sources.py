@@ -7,7 +7,7 @@ published checksum is still verified for size where the size is known, and in ev
 records the md5 of what was actually downloaded in `dvc.lock`, so a later change upstream is
 detected on the next `dvc repro` / `dvc status`.
 
-Files behind a login (Cityscapes) have `url=None`; their `Source.manual` says where to register,
+Files behind a login (Cityscapes, ImageNet) have `url=None`; their `Source.manual` says where to register,
 which files to fetch by hand and from which page.
 """
 from __future__ import annotations
@@ -130,6 +130,25 @@ COCO_STUFFTHINGMAPS_TRAINVAL2017 = RemoteFile(
 )
 
 
+IMAGENET_VAL = RemoteFile(
+    "ILSVRC2012_img_val.tar",
+    None,  # behind a login: https://image-net.org/challenges/LSVRC/2012/2012-downloads.php
+    # size: CompVis/taming-transformers taming/data/imagenet.py (ImageNetValidation.SIZES), and the
+    # Content-Length of image-net.org in public wget logs.
+    size=6744924160,
+    # md5: pytorch/vision torchvision/datasets/imagenet.py (ARCHIVE_META['val']).
+    checksum="md5:29b22e2961454d5413ddabcf34fc5622",
+)
+
+IMAGENET_DEVKIT = RemoteFile(
+    "ILSVRC2012_devkit_t12.tar.gz",
+    None,  # behind a login, on the same page
+    # size: public sources disagree (2568145, 2568634 bytes), so none is recorded.
+    # md5: pytorch/vision torchvision/datasets/imagenet.py (ARCHIVE_META['devkit']).
+    checksum="md5:fa75699e90414af021442c21a62c3abf",
+)
+
+
 # --- sources ----------------------------------------------------------------------------------
 
 _COCO_LICENCE = ("COCO annotations CC BY 4.0; images under the Flickr terms of use "
@@ -176,6 +195,20 @@ SOURCES: dict[str, Source] = {source.name: source for source in (
             f"On the downloads page {_CITYSCAPES_DOWNLOADS} download leftImg8bit_trainvaltest.zip (11GB, packageID=3) and "
             "gtFine_trainvaltest.zip (241MB, packageID=1), or use `csDownload` from "
             "cityscapesScripts with your credentials."
+        ),
+    ),
+    Source(
+        name="imagenet",
+        files=(IMAGENET_VAL, IMAGENET_DEVKIT),
+        homepage="https://image-net.org/",
+        licence=("ImageNet terms of access: non-commercial research and educational use only, "
+                 "registration required, no redistribution"),
+        disk="6.3 GB",
+        manual=(
+            "ImageNet requires an account (sign up at https://image-net.org/signup.php and accept the terms "
+            "of access). On https://image-net.org/challenges/LSVRC/2012/2012-downloads.php download "
+            "ILSVRC2012_img_val.tar (validation images, 6.3GB) and ILSVRC2012_devkit_t12.tar.gz "
+            "(development kit, Task 1 & 2, 2.5MB)."
         ),
     ),
     Source(

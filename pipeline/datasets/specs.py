@@ -320,6 +320,12 @@ SPECS: dict[str, DatasetSpec] = {
 }
 
 
+# Classification datasets (whole-image labels) and their splits: prepared and scored zero-shot, never fine-tuned on.
+# ImageNet-1k's test labels are not public, so only its validation split is read.
+IMAGENET = "imagenet"
+CLASSIFICATION_SPLITS: dict[str, tuple[str, ...]] = {IMAGENET: ("val",)}
+
+
 def get_spec(name: str) -> DatasetSpec:
     try:
         return SPECS[name]
@@ -373,3 +379,8 @@ def benchmark_classes(name: str) -> tuple[str, ...]:
     if name in SPECS:
         return SPECS[name].classes
     raise KeyError(f"unknown benchmark {name!r}; expected one of {sorted(SPECS | VIEWS)}")
+
+
+def has_background(name: str) -> bool:
+    """Whether a benchmark scores a background class (its first), which a zero-shot threshold predicts."""
+    return benchmark_classes(name)[0] == "background"

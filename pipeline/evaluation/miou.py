@@ -122,3 +122,15 @@ def intersection_union(matrix: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     matrix = matrix.cpu().numpy()
     intersection = np.diag(matrix).copy()
     return intersection, matrix.sum(0) + matrix.sum(1) - intersection
+
+
+def chance_miou(matrix: torch.Tensor) -> float:
+    """The mIoU of guessing a uniformly random class for every labelled pixel, for the targets of `matrix`.
+
+    A class's expected intersection is its pixels / K and its expected union its pixels plus all pixels / K less
+    that; their ratio, with the rule of `mean_iou`, is the mIoU of the expected confusion matrix, which every
+    class's column enters. It is the floor a zero-shot mIoU on the same images must clear to mean anything.
+    """
+    targets = matrix.double().sum(1)
+    return float(mean_iou(*intersection_union(targets[:, None].expand_as(matrix) / matrix.shape[0])))
+

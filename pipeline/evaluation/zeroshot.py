@@ -1,5 +1,10 @@
 """Zero-shot segmentation and classification from text class embeddings (SimZSS, reference §5-6).
 
+Classification (`evaluate_classification`, ImageNet-1k) follows open_clip's zero_shot_eval: the
+image's short side is resized to the tower's input size (bicubic) and centre-cropped, its
+L2-normalised global embedding f is scored against the normalised class embeddings W as 100·f·W,
+and top-1 / top-5 accuracy are reported.
+
 Segmentation follows the MMSegmentation protocol of TCL that the paper uses: the image
 is resized as mmcv's `imrescale` does to TCL's scale (2048, 448), i.e. keeping its aspect
 ratio, short side `short_side` unless the long side would exceed `long_side`, bilinear
@@ -12,6 +17,7 @@ resize: short side exactly `short_side`, antialiased, no cap on the long side.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import get_args
@@ -19,11 +25,11 @@ from typing import get_args
 import torch
 import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
-from torchvision.transforms.v2.functional import center_crop
+from torchvision.transforms.v2.functional import InterpolationMode, center_crop, resize
 
 from pipeline.errors import DataError
 from pipeline.evaluation.choices import ZeroshotResize
-from pipeline.evaluation.miou import ConfusionMatrix
+from pipeline.evaluation.miou import ConfusionMatrix, chance_miou
 from pipeline.evaluation.sliding_window import resize_short_side
 from pipeline.evaluation.windows import Box, Job, WindowMean, batched, upsample_logits
 
@@ -267,21 +273,23 @@ def evaluate_benchmark(
     resize: str = "mmseg",
     long_side: int | None = None,
 ) -> dict:
-    """Dataset-level mIoU (per background threshold) and zero-shot top-1 over `samples`.
+    """Dataset-level mIoU (per background threshold) and dominant-class top-1 over `samples`.
 
     `samples` are (key, uint8 3 x H x W image, H x W label) as `shards.SplitStream` gives them. The
     windows of consecutive images go through `patch_fn`, and their centre crops through `global_fn`,
     `batch_size` at a time; the host reads what the device counted once, at the end. With
     background, `class_emb` holds the K foreground classes, labels run 0..K with 0 =
     background, and the dense scores of each image are computed once and thresholded at
-    every value of `thresholds`; without background, `thresholds` is unused. Top-1
-    predicts each image's dominant foreground class from `global_fn` (B x 3 x window x
+    every value of `thresholds`; without background, `thresholds` is unused. Dominant-class top-1
+    (a stand-in, not a classification benchmark) predicts each image's most frequent labelled
+    foreground class from `global_fn` (B x 3 x window x
     window floats in [0, 1] -> B x D global embeddings) on the centre crop; images without
     a labelled foreground pixel are not classified. `resize` and `long_side` choose the resize
     before the sliding window (`resize_for_zeroshot`); the centre crop for top-1 keeps the
     antialiased short-side resize. Returns {"images", "miou": [{"threshold",
-    "miou"}...], "classified", "top1", "counts"} with mIoU the mmseg mean over classes present
-    and "counts" the per-image `ImageCounts` of the first level (the configured threshold).
+    "miou"}...], "classified", "dominant_class_top1", "counts", "chance_miou"} with mIoU the mmseg mean over
+    classes present, "counts" the per-image `ImageCounts` of the first level (the configured threshold) and
+    "chance_miou" the mIoU of a uniformly random class per pixel on the same targets.
     """
     if resize not in RESIZES:
         raise ValueError(f"resize must be one of {list(RESIZES)}, got {resize!r}")
@@ -323,6 +331,46 @@ def evaluate_benchmark(
         "images": len(keys),
         "miou": [{"threshold": level, "miou": matrix.miou()} for level, matrix in zip(levels, matrices)],
         "classified": len(dominants),
-        "top1": correct / len(dominants) if dominants else None,
+        "dominant_class_top1": correct / len(dominants) if dominants else None,
         "counts": counts,
+        "chance_miou": chance_miou(matrices[0].matrix),
     }
+
+
+def classification_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """open_clip's evaluation transform of a uint8 3 x H x W image: Resize(size, bicubic) of the short side,
+    then CenterCrop(size); uint8 3 x size x size."""
+    resized = resize(image, [size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    return center_crop(resized, [size, size])
+
+
+@torch.no_grad()
+def evaluate_classification(
+    samples: Iterable[tuple[str, torch.Tensor, torch.Tensor]],
+    global_fn: Callable[[torch.Tensor], torch.Tensor],
+    class_emb: torch.Tensor,
+    *,
+    image_size: int,
+    batch_size: int = 64,
+    ks: Sequence[int] = (1, 5),
+) -> dict:
+    """Zero-shot top-k accuracy over `samples`: (key, uint8 3 x H x W image, class index).
+
+    Each image's `classification_crop` goes through `global_fn` (B x 3 x image_size x image_size floats in
+    [0, 1] -> B x D) `batch_size` at a time; an image counts at k when its class is among the k highest logits
+    100·f·W (f and the rows of `class_emb` L2-normalised). Returns {"images", "top<k>" for each k}.
+    """
+    classes = F.normalize(class_emb.float(), dim=-1)
+    if max(ks) > classes.shape[0]:
+        raise ValueError(f"top-{max(ks)} needs at least {max(ks)} classes, got {classes.shape[0]}")
+    samples, hits, images = iter(samples), None, 0
+    while batch := list(itertools.islice(samples, batch_size)):
+        crops = torch.stack([classification_crop(image, image_size) for _, image, _ in batch])
+        features = F.normalize(global_fn(crops.float() / 255).float(), dim=-1)
+        best = (100 * features @ classes.to(features.device).T).topk(max(ks), dim=-1).indices
+        correct = best == torch.stack([label for _, _, label in batch]).to(best.device)[:, None]
+        counts = torch.stack([correct[:, :k].any(-1).sum() for k in ks])
+        hits, images = counts if hits is None else hits + counts, images + len(batch)
+    if not images:
+        raise DataError("no images to classify")
+    return {"images": images, **{f"top{k}": int(n) / images for k, n in zip(ks, hits.tolist())}}

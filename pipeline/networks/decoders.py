@@ -21,9 +21,10 @@ class LinearDecoder(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """B x K x grid_h x grid_w logits."""
+        """B x K x grid_h x grid_w logits, contiguous: channels-last strides would carry through the upsampling to
+        full size and make the loss's log_softmax copy the full-size logits."""
         logits = self.head(tokens)
-        return logits.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid_size)
+        return logits.transpose(1, 2).reshape(tokens.shape[0], -1, *self.grid_size).contiguous()
 
     @staticmethod
     def scores(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

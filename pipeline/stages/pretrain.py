@@ -1,6 +1,6 @@
 """pretrain@<model>-<size>: make the encoder's starting weights.
 
-Toys (random | supervised | mim) are trained here on the miniature; `hub` fetches timm's pretrained
+Toys (random | supervised | mim | clip | dino) are trained here on the miniature; `hub` fetches timm's pretrained
 weights; `file` validates a local checkpoint. Either way the output is one native-shape timm state dict
 that finetune loads strictly, so fine-tuning never needs the network.
 """
@@ -24,8 +24,7 @@ def run(args, params) -> None:
     if cfg.toy:
         spec = get_spec(cfg.toy.dataset)
         shards = shard_paths(paths.shards(cfg.toy.dataset), "train")
-        state = pretrain_toy(cfg.pretraining, variant, cfg.normalization, shards, cfg.toy, spec.num_classes,
-                             spec.ignore_index)
+        state = pretrain_toy(cfg.pretraining, variant, cfg.normalization, shards, cfg.toy, spec)
     else:
         model = create_native_model(variant.timm_name, cfg.pretraining == "hub", variant.timm_kwargs)
         if cfg.pretraining == "file":

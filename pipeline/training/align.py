@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import AlignCfg, Variant
 from pipeline.datasets.caption_augment import full_view, random_resized_crop
-from pipeline.datasets.caption_shards import CaptionSample, decode_caption_sample
+from pipeline.datasets.caption_shards import CaptionSample, CaptionShards, decode_caption_sample
 from pipeline.datasets.shards import MANIFEST, TrainStream, file_sha256
 from pipeline.networks.encoder import Encoder
 from pipeline.networks.text_tower import AlignedText, TextTower
@@ -59,11 +59,13 @@ def _caption(sample: dict) -> tuple[CaptionSample]:
     return (decode_caption_sample(sample),)
 
 
-def caption_loader(shards: list[str], cfg: AlignCfg, fixed_view: bool, device: torch.device,
+def caption_loader(shards: CaptionShards, cfg: AlignCfg, fixed_view: bool, device: torch.device,
                    procs: Processes = Processes(), skip_batches: int = 0) -> DataLoader:
-    stream = TrainStream(shards, CaptionView(cfg.image_size, cfg.crop_scale, fixed_view), seed=cfg.seed,
+    """The process's stream of caption views; web-scale shards are resampled when fewer than the consumers."""
+    stream = TrainStream(shards.paths, CaptionView(cfg.image_size, cfg.crop_scale, fixed_view), seed=cfg.seed,
                          shuffle_buffer=cfg.shuffle_buffer, rank=procs.rank, world_size=procs.world_size,
-                         decode=_caption, skip_batches=skip_batches, batch_size=cfg.micro_batch_size)
+                         decode=_caption, skip_batches=skip_batches, batch_size=cfg.micro_batch_size,
+                         resample=shards.web)
     return DataLoader(stream, batch_size=cfg.micro_batch_size, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
 
@@ -175,7 +177,7 @@ def fingerprint(cfg: AlignCfg, text_cfg: TextTowerCfg, concept_weight: float, to
             "inputs": {"weights_sha256": weights_sha256(weights), "data_sha256": file_sha256(concepts / MANIFEST)}}
 
 
-def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextTowerCfg, concept_weight: float, shards: list[str],
+def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextTowerCfg, concept_weight: float, shards: CaptionShards,
                live_dir, checkpointer: Checkpointer, procs: Processes = Processes(), cache_dir=None,
                name: str = "align") -> AlignResult | None:
     """Train a random-init text tower against the frozen `tower` for cfg.steps optimizer steps.

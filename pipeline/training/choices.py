@@ -2,7 +2,7 @@
 from typing import Literal, get_args
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]        # pipeline.training.precision
-ToyPretraining = Literal["random", "supervised", "mim"]     # pipeline.training.pretrain.pretrain_toy
+ToyPretraining = Literal["random", "supervised", "mim", "clip", "dino"]  # pipeline.training.pretrain.pretrain_toy
 Pretraining = Literal[ToyPretraining, "hub", "file"]       # pretrain@: also timm's weights, or a local file
 ConceptTarget = Literal["label", "argmax"]                 # pipeline.training.simzss_loss.concept_loss
 ConceptQuery = Literal["prototype", "instance"]

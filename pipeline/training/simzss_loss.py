@@ -1,4 +1,4 @@
-"""SimZSS objective (paper §3.2-3.3, reference §3): CLIP loss on the global embeddings plus the
+"""SimZSS objective (paper §3.2-3.3, reference §3): CLIP loss (contrastive.py) on the global embeddings plus the
 concept-level loss on text concepts and the visual concepts they pool from the paired image's patches.
 
 Under torchrun each process holds a slice of the global batch. The losses gather the text side
@@ -17,24 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.training.choices import ConceptQuery, ConceptTarget
+from pipeline.training.contrastive import clip_loss
 from pipeline.training.distributed import Processes
 
 TARGETS = get_args(ConceptTarget)
 QUERIES = get_args(ConceptQuery)
-
-
-def clip_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-              procs: Processes = Processes()) -> torch.Tensor:
-    """Symmetric InfoNCE (paper eq. 6) on L2-normalised B x D features; logit_scale is exp(parameter).
-
-    This process's rows against every process's columns (open_clip's local loss with the gather
-    keeping gradients); processes hold equal batches, so the mean over them is the global loss.
-    """
-    all_image, offset = procs.rows(image, grad=False)
-    all_text, _ = procs.rows(text, grad=True)
-    labels = torch.arange(offset, offset + len(image), device=image.device)
-    return (F.cross_entropy(logit_scale * image @ all_text.T, labels)
-            + F.cross_entropy(logit_scale * text @ all_image.T, labels)) / 2
 
 
 class ConceptEmbeddings(NamedTuple):

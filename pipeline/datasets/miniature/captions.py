@@ -1,4 +1,5 @@
-"""COCO-Captions-like text for the SimZSS text alignment, written from what a canvas shows.
+"""COCO-Captions-like text for the SimZSS text alignment, written from what a canvas shows (and for the toy CLIP's
+pretraining, from what a label map shows).
 
 Large classes are mentioned more often than small ones, some visible classes go unmentioned,
 and the wording mixes concept-bank words ("car", "traffic light") with words outside the
@@ -7,9 +8,11 @@ bank ("man", "street", "photo"), synonyms, plurals, counts and compounds, as peo
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from pipeline.datasets.miniature.painting import Canvas
 from pipeline.datasets.miniature.shapes import THINGS
@@ -111,6 +114,23 @@ def seen_classes(c: Canvas) -> dict[str, Seen]:
             areas[look] = areas.get(look, 0.0) + n / (c.h * c.w)
     return {name: Seen(counts[name], areas[name])
             for name in sorted(areas, key=areas.get, reverse=True)}
+
+
+def seen_in_labels(labels: np.ndarray, class_names: Sequence[str], ignore_index: int) -> dict[str, Seen]:
+    """The captionable classes of a label map, largest first: each connected region of at least _MIN_PIXELS pixels
+    (8-connected) is an instance; the area is the class's share of the map. Ignored pixels and classes without
+    caption words are left out."""
+    ids, pixels = np.unique(labels, return_counts=True)
+    seen = {}
+    for class_id, n in zip(ids.tolist(), pixels.tolist()):
+        name = class_names[class_id] if class_id != ignore_index else None
+        if name not in CAPTION_WORDS or n < _MIN_PIXELS:
+            continue
+        regions = ndimage.label(labels == class_id, structure=np.ones((3, 3)))[0]
+        instances = int((np.bincount(regions.ravel())[1:] >= _MIN_PIXELS).sum())
+        if instances:
+            seen[name] = Seen(instances, n / labels.size)
+    return dict(sorted(seen.items(), key=lambda item: item[1].area, reverse=True))
 
 
 @functools.cache
@@ -255,11 +275,18 @@ def _caption(seen: dict[str, Seen], scene: str, rng: np.random.Generator) -> str
     return text[0].upper() + text[1:] + ("." if rng.random() < 0.8 else "")
 
 
+def write_caption(seen: dict[str, Seen], scene: str, rng: np.random.Generator) -> str:
+    """One caption of the seen classes of a `scene` kind (street | outdoor | indoor | object)."""
+    if not seen:
+        return f"{_choice(rng, _SCENE_NOUNS[scene]).capitalize()}."
+    return _caption(seen, scene, rng)
+
+
 def write_captions(seen: dict[str, Seen], scene: str, rng: np.random.Generator) -> list[str]:
     """CAPTIONS_PER_IMAGE different captions of the seen classes of a `scene` kind
     (street | outdoor | indoor | object)."""
     if not seen:
-        return [f"{_choice(rng, _SCENE_NOUNS[scene]).capitalize()}."] * CAPTIONS_PER_IMAGE
+        return [write_caption(seen, scene, rng)] * CAPTIONS_PER_IMAGE
     captions: list[str] = []
     for _ in range(10 * CAPTIONS_PER_IMAGE):
         text = _caption(seen, scene, rng)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 _CODES = {"ade20k": 0, "pascal_voc": 1, "cityscapes": 2, "gta5": 3, "pascal_context": 4, "coco": 5,
-          "coco_captions": 6}
+          "coco_captions": 6, "imagenet": 7}
 
 
 def image_rng(seed: int, dataset: str, split: str, index: int) -> np.random.Generator:
