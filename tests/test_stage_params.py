@@ -66,7 +66,7 @@ def test_toy_pretraining_settings_reach_only_toy_pretrainings(raw_params):
 
 
 def test_a_toy_familys_own_section_reaches_only_its_pretrainings(raw_params):
-    raw_params["encoders"] = [*raw_params["encoders"], "clip", "dino"]
+    raw_params["encoders"] = list(dict.fromkeys([*raw_params["encoders"], "clip", "dino"]))
     assert changed_runs(raw_params, lambda p: p["pretrain"]["dino"].update(out_dim=7)) \
         == {"pretrain/dino-base", "pretrain/dino-large"}
     assert changed_runs(raw_params, lambda p: p["pretrain"]["clip"].update(embed_dim=7)) \
@@ -80,7 +80,8 @@ def test_a_method_changes_only_its_alignments(raw_params):
 
 
 def test_alignment_settings_the_evaluation_reads_change_both(raw_params):
-    changed = changed_runs(raw_params, lambda p: p["align"].update(global_token="patch_mean"))
+    other = {"cls": "patch_mean", "patch_mean": "cls"}[raw_params["align"]["global_token"]]
+    changed = changed_runs(raw_params, lambda p: p["align"].update(global_token=other))
     assert changed == runs_of(raw_params, "align") | runs_of(raw_params, "zeroshot")
     assert changed_runs(raw_params, lambda p: p["align"].update(epochs=p["align"]["epochs"] + 1)) \
         == runs_of(raw_params, "align")
