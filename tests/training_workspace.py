@@ -51,7 +51,7 @@ def build(root: Path, raw: dict) -> None:
         generate(paths.MINIATURE, seed=0, counts={"ade20k": {"train": 16, "val": 4}, "coco_captions": {"train": 24}})
         prepare.run(SimpleNamespace(dataset="ade20k"), params)
         pretrain.run(SimpleNamespace(model="random", size="base"), params)
-        concepts.run(SimpleNamespace(), params)
+        concepts.run(SimpleNamespace(shards=None, task=None, merge=False), params)
     finally:
         os.chdir(cwd)
 
