@@ -1,8 +1,10 @@
-"""SimZSS end to end on the miniature through `dvc repro`: SimZSS beats LiT, and both beat chance.
+"""SimZSS end to end on the miniature through `dvc repro`: both methods align, far above chance.
 
 The miniature's own params, with one tower, so the claim is about what `make repro` runs. The
 claim is on the benchmarks without background (the paper's Table 1): with background the result
-also depends on the untuned background threshold.
+also depends on the untuned background threshold. The paper's headline, SimZSS above LiT, does not
+hold in the miniature: over align seeds 0-2 the difference is within its own seed noise on the
+supervised and mim towers (issue 15), so no test asserts it.
 """
 import copy
 import json
@@ -43,15 +45,21 @@ def chance_miou(root, benchmark: str, seed: int = 0) -> float:
     return confusion.miou()
 
 
-def test_simzss_beats_lit_and_both_beat_chance(study):
+def test_the_chance_level_is_random_guessing(study):
+    """The stage's chance_miou_<b> (from the expected confusion matrix) against guessing on the same images."""
+    root, params, results = study
+    for benchmark in params["zeroshot"]["benchmarks"]:
+        assert results["lit"][f"chance_miou_{benchmark}"] == pytest.approx(chance_miou(root, benchmark), rel=0.05)
+
+
+def test_both_methods_beat_chance_fourfold(study):
+    """The issue's bar: the mean without background at least 4x the chance level on the same images."""
     root, params, results = study
     benchmarks = [b for b in params["zeroshot"]["benchmarks"] if benchmark_classes(b)[0] != "background"]
     chance = sum(chance_miou(root, b) for b in benchmarks) / len(benchmarks)
-    means = {m: sum(r[f"miou_{b}"] for b in benchmarks) / len(benchmarks) for m, r in results.items()}
-    assert means["lit"] > chance and means["simzss"] > chance
-    assert means["simzss"] > means["lit"]
-    better = [b for b in benchmarks if results["simzss"][f"miou_{b}"] > results["lit"][f"miou_{b}"]]
-    assert len(better) > len(benchmarks) / 2, better
+    for method, r in results.items():
+        assert r["miou_mean_without_background"] == pytest.approx(sum(r[f"miou_{b}"] for b in benchmarks) / len(benchmarks))
+        assert r["miou_mean_without_background"] > 4 * chance, method
 
 
 def test_the_concept_loss_is_what_differs(study):
