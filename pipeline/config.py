@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -289,8 +290,9 @@ class DecoderCfg(_Section):
 class ConceptsCfg(_Section):
     """The `concepts` stage: caption concepts (spaCy) into WebDataset shards (SimZSS notes §1).
 
-    `source` img2dataset reads the img2dataset shards `shards` names (a folder or a brace pattern) instead of COCO
-    Captions; `split` and `shard_size` are COCO's only (the output is shard for shard).
+    It reads `<data_root>/<source>`, which is its DVC dependency. `source` img2dataset reads the img2dataset shards
+    `shards` names, the folder `<data_root>/img2dataset` or a brace pattern of files in it (`_validate_caption_source`),
+    instead of COCO Captions; `split` and `shard_size` are COCO's only (the output is shard for shard).
     """
 
     source: ConceptSource
@@ -307,7 +309,8 @@ class ConceptsCfg(_Section):
     def __post_init__(self) -> None:
         if self.source == "img2dataset" and not (self.shards or "").strip():
             raise ConfigError("concepts.shards must name the img2dataset shards when concepts.source is img2dataset: "
-                              "a folder of .tar shards or a brace pattern such as data/laion/{00000..00099}.tar")
+                              "a folder of .tar shards or a brace pattern such as "
+                              "data/raw/img2dataset/{00000..00099}.tar")
         if self.source == "coco_captions" and self.shards is not None:
             raise ConfigError(f"concepts.shards ({self.shards!r}) is read only with concepts.source: img2dataset; "
                               "leave it empty for coco_captions")
@@ -571,6 +574,26 @@ def _validate(p: Params) -> None:
     p.align.accumulation()
     _validate_pretrain(p)
     _validate_simzss(p)
+    _validate_caption_source(p)
+
+
+def _validate_caption_source(p: Params) -> None:
+    """The concepts stage's DVC dependency is `<data_root>/<concepts.source>` (dvc.yaml): img2dataset shards must be
+    that folder, or a brace pattern (or one file) directly in it, so that DVC sees a changed input shard. A path
+    elsewhere would be read but not tracked."""
+    if p.concepts.source != "img2dataset":
+        return
+    folder = Path(p.data_root) / "img2dataset"
+    shards = Path(p.concepts.shards.strip())
+    if _same_path(shards, folder) or (_same_path(shards.parent, folder) and "{" not in str(shards.parent)):
+        return
+    raise ConfigError(f"concepts.shards ({p.concepts.shards!r}) must be the folder {folder}/ (data_root/img2dataset, "
+                      f"the concepts stage's DVC dependency) or a brace pattern of the .tar files directly in it, such "
+                      f"as {folder}/{{00000..00099}}.tar; mount a shard set kept elsewhere there")
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _validate_pretrain(p: Params) -> None:

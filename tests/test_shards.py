@@ -12,8 +12,8 @@ from PIL import Image
 from pipeline.datasets.miniature import generate
 from pipeline.datasets.miniature.formats import encode_jpeg, encode_png, write_zip
 from pipeline.datasets.readers import list_samples, read_sample
-from pipeline.datasets.shards import (SplitStream, TrainStream, load_split, prepare_dataset, read_manifest,
-                                      shard_paths, split_loader)
+from pipeline.datasets.shards import (Digests, SplitStream, TrainStream, load_split, prepare_dataset, read_manifest,
+                                      read_samples, shard_paths, split_loader)
 from pipeline.datasets.specs import cityscapes_palette, get_spec, get_view
 from pipeline.errors import DataError
 
@@ -257,3 +257,62 @@ def test_ranks_partition_each_epoch(tmp_path):
     seen = [[i for i, _ in _take(TrainStream(one_shard, _identify, seed=0, rank=r, world_size=2), 2)]
             for r in range(2)]
     assert {i % 2 for i in seen[0]} == {0} and {i % 2 for i in seen[1]} == {1}
+
+
+def test_resampling_with_fewer_shards_than_ranks_x_workers(tmp_path):
+    """3 shards, 2 ranks x 2 workers (4 consumers), web-scale: every consumer draws whole shards, its own draws,
+    the same ones on every run; the fallback for exact epochs (COCO) still partitions each epoch's samples."""
+    shards = _numbered_shards(tmp_path, [4, 4, 4])
+    runs = [_take(TrainStream(shards, _identify, seed=2, shuffle_buffer=4, rank=r, world_size=2, resample=True),
+                  48, workers=2) for r in range(2)]
+    assert runs[0] == _take(TrainStream(shards, _identify, seed=2, shuffle_buffer=4, rank=0, world_size=2,
+                                        resample=True), 48, workers=2)
+    consumers = [[i for i, _ in run[w::2]] for run in runs for w in range(2)]  # the loader alternates its workers
+    # whole shards (every position in a shard, not every 4th sample), more than one of them, from the 12 samples
+    assert all({i % 4 for i in ids} == set(range(4)) and len({i // 4 for i in ids}) > 1 and set(ids) <= set(range(12))
+               for ids in consumers)
+    assert len({tuple(ids) for ids in consumers}) == 4
+    exact = [_take(TrainStream(shards, _identify, seed=2, rank=r, world_size=2), 6, workers=2) for r in range(2)]
+    assert sorted(i for run in exact for i, _ in run) == list(range(12))
+
+
+def _digests(shards: list[str]) -> Digests:
+    return Digests({s: hashlib.sha256(Path(s).read_bytes()).hexdigest() for s in shards}, "concepts")
+
+
+def _edit_member(shard: str) -> None:
+    """The last byte of the shard's first label.png changed: the tar still reads, same size, other content."""
+    data = bytearray(Path(shard).read_bytes())
+    with tarfile.open(shard) as tf:
+        member = next(m for m in tf if m.name.endswith(".label.png"))
+    data[member.offset_data + member.size - 1] ^= 0xFF
+    Path(shard).write_bytes(bytes(data))
+
+
+def test_read_samples_checks_each_shard_at_its_end(tmp_path):
+    shards = _numbered_shards(tmp_path, [3, 2])
+    digests = _digests(shards)
+    assert list(read_samples(shards, digests)) == list(read_samples(shards))
+    assert [s["__key__"] for s in read_samples(shards)] == [f"s{i:04d}" for i in range(5)]
+    _edit_member(shards[0])
+    stream, keys = read_samples(shards, digests), []
+    with pytest.raises(DataError, match=rf"^{shards[0]}: sha256 differs from the one {tmp_path / 'manifest.json'} "
+                                        rf"recorded \(truncated or modified since concepts wrote it: expected "
+                                        rf"{digests.sha256[shards[0]]}, found [0-9a-f]{{64}} when read to its end, "
+                                        r"after training on its samples: once it is rewritten, restart that training "
+                                        r"with --fresh\); re-run: dvc repro -f -s concepts$"):
+        for sample in stream:
+            keys.append(sample["__key__"])
+    assert keys == ["s0000", "s0001", "s0002"]  # the edited shard's samples, then the error; none of the next shard
+
+
+@pytest.mark.parametrize("resample", [False, True])
+def test_a_stream_with_digests_stops_on_an_edited_shard(tmp_path, resample):
+    """Whether the consumers split the shards or resample them, an edited shard stops the stream, naming it."""
+    shards = _numbered_shards(tmp_path, [3, 3])
+    digests = _digests(shards)
+    stream = TrainStream(shards, _identify, seed=0, shuffle_buffer=2, resample=resample, digests=digests)
+    assert _take(stream, 12, workers=3 if resample else 0)  # 3 consumers > 2 shards: resampled
+    _edit_member(shards[1])
+    with pytest.raises(DataError, match=rf"{shards[1]}: sha256 differs"):
+        _take(stream, 12, workers=3 if resample else 0)

@@ -130,3 +130,45 @@ def test_touching_one_study_leaves_the_other_up_to_date(tmp_path, module, study)
     status = json.loads(run(DVC + ["status", "--json"], tmp_path, env))
     touched = stages_with_changed_code(status, module)
     assert touched and all(stage.startswith(study) for stage in touched), sorted(touched)
+
+
+def _resolve(template: str, raw: dict) -> str:
+    """A dvc.yaml string with its ${a.b} references replaced by the params' values, as DVC resolves it."""
+    def value(match):
+        node = raw
+        for key in match.group(1).split("."):
+            node = node[key]
+        return str(node)
+    return re.sub(r"\$\{([\w.]+)\}", value, template)
+
+
+@pytest.mark.parametrize("params_file", ["params.yaml", "params-paper.yaml", "params-vfm2025.yaml"])
+def test_concepts_depends_on_exactly_the_captions_it_reads(params_file, tmp_path, monkeypatch):
+    """The concepts stage's one data dependency resolves to the folder its source reads: COCO Captions' folder, or
+    the folder of the img2dataset shards, which pipeline.config requires to hold them all; shards elsewhere (which
+    DVC would not track) are refused before the stage runs."""
+    from pipeline import paths
+    from pipeline.config import parse_params
+    from pipeline.datasets.img2dataset import expand_shards
+    from pipeline.errors import ConfigError
+
+    raw = yaml.safe_load((REPO / params_file).read_text())
+    data_deps = [d for d in dvc_stages()["concepts"]["deps"] if not d.startswith("pipeline/")]
+    assert data_deps == ["params.validated", "${data_root}/${concepts.source}"]
+    assert _resolve(data_deps[1], raw) == str(paths.raw_dataset(raw["data_root"], "coco_captions"))
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / raw["data_root"] / "img2dataset"
+    folder.mkdir(parents=True)
+    for name in ("00000.tar", "00001.tar", "00002.tar"):
+        (folder / name).write_bytes(b"")
+    for shards in (f"{raw['data_root']}/img2dataset/", f"{folder}/{{00000..00001}}.tar"):
+        raw["concepts"].update(source="img2dataset", shards=shards)
+        parse_params(raw)
+        tracked = tmp_path / _resolve(data_deps[1], raw)
+        assert tracked == folder and all(p.parent.resolve() == tracked for p in expand_shards(shards))
+    for shards in ("data/laion/{00000..00001}.tar", f"{raw['data_root']}/{{img2dataset,other}}/00000.tar",
+                   f"{raw['data_root']}"):
+        raw["concepts"]["shards"] = shards
+        with pytest.raises(ConfigError, match=rf"concepts.shards \({re.escape(repr(shards))}\) must be the folder "
+                                              rf"{re.escape(raw['data_root'])}/img2dataset/"):
+            parse_params(raw)

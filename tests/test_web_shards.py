@@ -3,6 +3,7 @@ merged, then align on the result."""
 import argparse
 import dataclasses
 import io
+import itertools
 import json
 import tarfile
 
@@ -18,7 +19,8 @@ from pipeline.datasets.miniature.img2dataset import write_img2dataset
 from pipeline.errors import ConfigError, DataError
 from pipeline.networks.encoder import Encoder
 from pipeline.stages import concepts as stage
-from pipeline.training.align import align_text
+from pipeline.datasets import shards as shard_files
+from pipeline.training.align import align_text, caption_loader
 from pipeline.training.checkpoint import Checkpointer
 from pipeline.training.distributed import Processes
 
@@ -27,12 +29,13 @@ SHARDS = ["00000.tar", "00001.tar", "00002.tar", "00003.tar"]
 
 @pytest.fixture
 def web(tmp_path, monkeypatch, raw_params):
-    """A workspace whose params read 4 img2dataset shards (6 images x 5 captions, 8 rows a shard) from data/web/,
-    which also holds img2dataset's sidecars."""
+    """A workspace whose params read 4 img2dataset shards (6 images x 5 captions, 8 rows a shard) from
+    data/img2dataset/ (data_root/img2dataset), which also holds img2dataset's sidecars."""
     monkeypatch.chdir(tmp_path)
-    sources = write_img2dataset(tmp_path / "data" / "web", seed=0, images=6, rows_per_shard=8)
-    (tmp_path / "data" / "web" / "00000.parquet").write_bytes(b"not read")
-    raw_params["concepts"].update(source="img2dataset", shards="data/web", image_size=32)
+    sources = write_img2dataset(tmp_path / "data" / "img2dataset", seed=0, images=6, rows_per_shard=8)
+    (tmp_path / "data" / "img2dataset" / "00000.parquet").write_bytes(b"not read")
+    raw_params["data_root"] = "data"
+    raw_params["concepts"].update(source="img2dataset", shards="data/img2dataset", image_size=32)
     raw_params["prepare"]["workers"] = 1
     return tmp_path, sources, raw_params
 
@@ -121,15 +124,15 @@ def test_bad_ranges_and_sources_say_what_was_expected(web):
         _run(raw_params, shards="4:9")
     with pytest.raises(DataError, match="--task '2/2': expected I/N with 0 <= I < N"):
         _run(raw_params, task="2/2")
-    with pytest.raises(DataError, match=r"data/web/00004.tar: named by concepts.shards .* \(6 of 10 missing\)"):
-        expand_shards("data/web/{00000..00009}.tar")
+    with pytest.raises(DataError, match=r"data/img2dataset/00004.tar: named by concepts.shards .* \(6 of 10 missing\)"):
+        expand_shards("data/img2dataset/{00000..00009}.tar")
     with pytest.raises(DataError, match="empty: no .tar file in this folder"):
         (root / "empty").mkdir()
         expand_shards("empty")
     raw_params["concepts"]["shards"] = None
     with pytest.raises(ConfigError, match="concepts.shards must name the img2dataset shards"):
         parse_params(raw_params)
-    raw_params["concepts"].update(source="coco_captions", shards="data/web")
+    raw_params["concepts"].update(source="coco_captions", shards="data/img2dataset")
     with pytest.raises(ConfigError, match="concepts.shards .* is read only with concepts.source: img2dataset"):
         parse_params(raw_params)
 
@@ -141,7 +144,7 @@ def test_a_sample_without_its_caption_is_named(web):
     with tarfile.open(sources[1], "w") as tf:
         for member, data in members:
             tf.addfile(member, io.BytesIO(data))
-    with pytest.raises(DataError, match=r"data/web/00001.tar: sample '000010003' lacks \['txt'\]; expected img2dataset "
+    with pytest.raises(DataError, match=r"data/img2dataset/00001.tar: sample '000010003' lacks \['txt'\]; expected img2dataset "
                                         r"samples with jpg, txt and json \(it has \['jpg', 'json'\]\)"):
         _run(raw_params)
 
@@ -149,8 +152,9 @@ def test_a_sample_without_its_caption_is_named(web):
 def test_align_trains_on_one_resampled_shard_with_two_workers(web):
     """One concept shard, 2 loader workers: the stream resamples the shard (it cannot split it) and trains."""
     root, _, raw_params = web
-    write_img2dataset(root / "data" / "one", seed=0, images=6, rows_per_shard=30)
-    raw_params["concepts"]["shards"] = "data/one"
+    write_img2dataset(root / "one" / "img2dataset", seed=0, images=6, rows_per_shard=30)
+    raw_params["data_root"] = "one"
+    raw_params["concepts"]["shards"] = "one/img2dataset/00000.tar"
     _run(raw_params)
     params = parse_params(raw_params)
     shards = caption_shard_paths(paths.CONCEPTS)
@@ -183,3 +187,46 @@ def test_generate_writes_the_img2dataset_layout_when_counts_name_it(tmp_path):
     assert rows == [ROWS_PER_SHARD] * 5 + [350 - 5 * ROWS_PER_SHARD]
     direct = write_img2dataset(tmp_path / "direct", seed=0, images=70, rows_per_shard=ROWS_PER_SHARD)
     assert [p.read_bytes() for p in direct] == [p.read_bytes() for p in shards]
+
+
+def _edit_a_caption(path) -> None:
+    """One byte of the first caption changed: same size, the tar still reads."""
+    data = bytearray(path.read_bytes())
+    with tarfile.open(path) as tf:
+        member = next(m for m in tf if m.name.endswith(".txt"))
+    data[member.offset_data] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_align_checks_web_shards_by_size_at_start_and_by_sha256_as_it_reads(web, monkeypatch):
+    """At LAION scale hashing every shard before training takes hours: align's start-up check is one stat per shard
+    (a missing or truncated shard stops it there), and the stream hashes each shard as it reads it (an edited one
+    stops training at that shard's end). Each error names the shard and what the manifest expected."""
+    _, _, raw_params = web
+    _run(raw_params)
+    manifest = read_manifest(paths.CONCEPTS)
+    assert manifest["bytes"] == {name: (paths.CONCEPTS / name).stat().st_size for name in SHARDS}
+    with monkeypatch.context() as m:
+        m.setattr(shard_files, "file_sha256", lambda path: pytest.fail(f"hashed {path} before training"))
+        shards = caption_shard_paths(paths.CONCEPTS)
+    assert shards.digests.sha256 == {str(paths.CONCEPTS / n): manifest["sha256"][n] for n in SHARDS}
+    cfg = dataclasses.replace(parse_params(raw_params).align, micro_batch_size=4, workers=0, shuffle_buffer=2,
+                              image_size=32)
+    assert len(list(itertools.islice(caption_loader(shards, cfg, False, torch.device("cpu")), 20))) == 20
+    edited = paths.CONCEPTS / SHARDS[2]
+    _edit_a_caption(edited)
+    shards = caption_shard_paths(paths.CONCEPTS)  # the size is unchanged: it passes the start-up check
+    manifest_path = paths.CONCEPTS / "manifest.json"
+    with pytest.raises(DataError, match=rf"^{edited}: sha256 differs from the one {manifest_path} "
+                                        rf"recorded \(truncated or modified since concepts wrote it: expected "
+                                        rf"{manifest['sha256'][SHARDS[2]]}, found [0-9a-f]{{64}} when read to its end"):
+        list(itertools.islice(caption_loader(shards, cfg, False, torch.device("cpu")), 20))
+    edited.write_bytes(edited.read_bytes()[:-1024])
+    with pytest.raises(DataError, match=rf"^{edited}: {manifest['bytes'][SHARDS[2]] - 1024} bytes, where "
+                                        rf"{paths.CONCEPTS / 'manifest.json'} recorded {manifest['bytes'][SHARDS[2]]} "
+                                        r"\(truncated or modified since concepts wrote it\); re-run: "
+                                        r"dvc repro -f -s concepts$"):
+        caption_shard_paths(paths.CONCEPTS)
+    edited.unlink()
+    with pytest.raises(DataError, match=rf"^{edited}: listed in .*manifest.json but missing"):
+        caption_shard_paths(paths.CONCEPTS)

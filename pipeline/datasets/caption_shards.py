@@ -35,6 +35,7 @@ from pipeline.datasets.readers import decode_image, list_captions, read_bytes
 from pipeline.errors import DataError
 
 MANIFEST = shards.MANIFEST
+SOURCE_IMG2DATASET = "img2dataset"  # the manifest's `source` when its shards were made from img2dataset shards
 JPEG_QUALITY = 95
 _IMAGES_PER_BATCH = 256
 _MEMBERS = ("jpg", "json", "tokens.npy", "concepts.npy", "spans.npy")
@@ -211,18 +212,35 @@ def read_manifest(out_dir: Path) -> dict:
 
 
 class CaptionShards(NamedTuple):
-    """The shards to train on, and whether they came from img2dataset shards (web-scale: resampled when fewer
-    than the loader's consumers) rather than COCO Captions."""
+    """The shards to train on, whether they came from img2dataset shards (web-scale: resampled when fewer than the
+    loader's consumers) rather than COCO Captions, and for those the digests the stream checks as it reads them."""
     paths: list[str]
     web: bool = False
+    digests: shards.Digests | None = None
 
 
 def caption_shard_paths(out_dir: Path) -> CaptionShards:
-    """The shards, each checked against the sha256 the manifest recorded (`shards.verify_files`)."""
+    """The shards, checked in proportion to their size before any training starts.
+
+    COCO Captions' shards are a bounded set (tens of GB at the paper's image size, minutes to hash): each is checked
+    against the sha256 the manifest recorded here (`shards.verify_files`), so an edited shard stops the stage before
+    it trains on anything. img2dataset's have no such bound: LAION-400M's are thousands of shards, terabytes, hours
+    to hash on one machine before the first step. They are checked here for existence and the size the manifest
+    recorded (`shards.verify_sizes`, one stat each: a missing or truncated shard still stops the stage at once), and
+    the training stream hashes each shard as it reads it (`shards.Digests`), which costs little next to decoding its
+    JPEGs and spreads over the loader workers: an edited shard of the same size stops the run at that shard's end,
+    with the shard's name, after training on its samples. A shard the run stops reading halfway is not checked.
+    """
+    out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     names = manifest["split"]["shards"]
-    shards.verify_files(Path(out_dir), {name: manifest["sha256"].get(name) for name in names}, "concepts")
-    return CaptionShards([str(Path(out_dir) / name) for name in names], manifest.get("source") == "img2dataset")
+    paths = [str(out_dir / name) for name in names]
+    if manifest.get("source") != SOURCE_IMG2DATASET:
+        shards.verify_files(out_dir, {name: manifest["sha256"].get(name) for name in names}, "concepts")
+        return CaptionShards(paths)
+    shards.verify_sizes(out_dir, {name: manifest.get("bytes", {}).get(name) for name in names}, "concepts")
+    return CaptionShards(paths, web=True, digests=shards.Digests(
+        {path: manifest["sha256"].get(name) for path, name in zip(paths, names)}, "concepts"))
 
 
 @dataclass(frozen=True)

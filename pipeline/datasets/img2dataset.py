@@ -1,6 +1,8 @@
 """img2dataset's WebDataset output as a caption source (the authors' data: COCO Captions and LAION-400M).
 
-A source is a folder of `{00000..N}.tar` shards, or a brace pattern naming them (`data/laion/{00000..00099}.tar`).
+A source is a folder of `{00000..N}.tar` shards, or a brace pattern naming them
+(`data/raw/img2dataset/{00000..00099}.tar`; the params require the folder `<data_root>/img2dataset`, the concepts
+stage's DVC dependency).
 Each sample holds `jpg` (the image as img2dataset resized it), `txt` (the caption) and `json` (img2dataset's row:
 url, key, status, sizes); the `*_stats.json` and `*.parquet` files img2dataset writes beside the shards are not read.
 """
@@ -25,7 +27,7 @@ def expand_shards(pattern: str) -> list[Path]:
     brace pattern, each of which must exist. Output shards are named after them, so names must be unique."""
     if not pattern.strip():
         raise DataError(f"concepts.shards is empty; expected a folder of {_EXPECTED} or a brace pattern such as "
-                        "data/laion/{00000..00099}.tar")
+                        "data/raw/img2dataset/{00000..00099}.tar")
     if Path(pattern).is_dir():
         found = sorted(Path(pattern).glob("*.tar"))
         if not found:

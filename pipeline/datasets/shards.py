@@ -12,7 +12,9 @@ import io
 import itertools
 import json
 import multiprocessing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ import webdataset as wds
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_image
+from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.datasets.readers import (ClassRef, SampleRef, class_ids, list_class_samples, list_samples, read_image,
@@ -167,26 +170,91 @@ def verify_files(folder: Path, sha256: dict[str, str | None], stage: str) -> Non
     rewrites it, instead of a tar error deep in a loader (or, worse, a silently different dataset). A file is
     hashed once per process while its size and modification time stay the same.
     """
-    manifest = folder / MANIFEST
     for name, expected in sha256.items():
         path = folder / name
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
-            raise DataError(f"{path}: listed in {manifest} but missing; re-run: dvc repro -f -s {stage}") from None
+        stat = _stat(path, stage)
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
         if key in _verified:
             continue
-        if expected is None or file_sha256(path) != expected:
-            raise DataError(f"{path}: sha256 differs from the one {manifest} recorded (truncated or modified since "
-                            f"{stage} wrote it); re-run: dvc repro -f -s {stage}")
+        if file_sha256(path) != expected:
+            raise _sha256_error(path, stage)
         _verified.add(key)
 
 
-def _read_shards(shards: list[str]):
-    """Raw samples of `shards` in order, without WebDataset's own node/worker splitting."""
-    return iter(wds.WebDataset(shards, shardshuffle=False, nodesplitter=None,
-                               workersplitter=None, empty_check=False))
+def verify_sizes(folder: Path, sizes: dict[str, int | None], stage: str) -> None:
+    """Check that each file of a stage's output `folder` exists with the size its manifest recorded: one stat per
+    file, where `verify_files` reads every byte. It catches missing and truncated files, not edited ones."""
+    for name, expected in sizes.items():
+        path = folder / name
+        size = _stat(path, stage).st_size
+        if size != expected:
+            raise DataError(f"{path}: {size} bytes, where {folder / MANIFEST} recorded {expected} (truncated or "
+                            f"modified since {stage} wrote it); re-run: dvc repro -f -s {stage}")
+
+
+def _stat(path: Path, stage: str):
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: listed in {path.parent / MANIFEST} but missing; re-run: dvc repro -f -s {stage}") \
+            from None
+
+
+def _sha256_error(path: Path, stage: str, detail: str = "") -> DataError:
+    return DataError(f"{path}: sha256 differs from the one {path.parent / MANIFEST} recorded (truncated or modified "
+                     f"since {stage} wrote it{detail}); re-run: dvc repro -f -s {stage}")
+
+
+@dataclass(frozen=True)
+class Digests:
+    """The sha256 a manifest recorded for each shard (by path) and the stage that wrote them, for a stream that
+    checks each shard as it reads it (`read_samples`) instead of hashing all of them before it starts."""
+    sha256: dict[str, str]
+    stage: str
+
+    def check(self, path: str, found: str) -> None:
+        expected = self.sha256.get(path)
+        if found != expected:
+            raise _sha256_error(Path(path), self.stage,
+                                f": expected {expected}, found {found} when read to its end, after training on its "
+                                f"samples: once it is rewritten, restart that training with --fresh")
+
+
+class _HashingReader:
+    """A binary file that hashes the bytes read from it; `digest` reads the rest first (a tar reader stops at the
+    archive's end marker, before the padding after it)."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.sha256 = file, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.sha256.update(data)
+        return data
+
+    def digest(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return self.sha256.hexdigest()
+
+    def __repr__(self) -> str:
+        return self.file.name
+
+
+def _opened(shards: Iterable[str], digests: Digests | None) -> Iterator[dict]:
+    for shard in shards:
+        with open(shard, "rb") as file:
+            stream = file if digests is None else _HashingReader(file)
+            yield {"url": shard, "stream": stream, "local_path": shard}
+            if digests is not None:  # resumed once the tar reader has finished this shard
+                digests.check(shard, stream.digest())
+
+
+def read_samples(shards: Iterable[str], digests: Digests | None = None) -> Iterator[dict]:
+    """Raw samples of the local `shards` in order (any iterable, an endless one too), as WebDataset's tar reader
+    gives them, without its node/worker splitting. With `digests` each shard's sha256 is checked as it is read: a
+    mismatch raises a DataError once the shard's last sample has been read."""
+    return group_by_keys(tar_file_expander(_opened(shards, digests)))
 
 
 def decode_sample(sample: dict) -> tuple[str, torch.Tensor, torch.Tensor]:
@@ -229,13 +297,13 @@ class SplitStream(torch.utils.data.IterableDataset):
 
     def keys(self) -> list[str]:
         """The keys of the samples, in order, without decoding them."""
-        return [sample["__key__"] for sample in _read_shards(self.shards)][self.rank::self.world_size]
+        return [sample["__key__"] for sample in read_samples(self.shards)][self.rank::self.world_size]
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         seen = 0
-        for index, sample in enumerate(_read_shards(self.shards)):
+        for index, sample in enumerate(read_samples(self.shards)):
             seen += 1
             if index % self.world_size == self.rank and index // self.world_size % workers == worker:
                 key, image, label = decode_sample(sample)
@@ -300,11 +368,21 @@ class TrainStream(torch.utils.data.IterableDataset):
     `skip_batches` resumes a stream: the DataLoader batches of `batch_size` samples that this rank
     already consumed (a DataLoader takes batch i from worker i mod workers) are read but neither
     decoded nor transformed, so what follows is what an uninterrupted stream would have given.
+
+    `digests` checks each shard's sha256 as it is read (`read_samples`), for shards too many to hash before training.
+
+    The split is explicit rather than `wds.split_by_node` / `wds.split_by_worker` because the consumer index does
+    more than pick shards: it seeds the shuffle buffer, each sample's generator and the resampled draws, and sets
+    which batches a resumed rank skips. Those splitters read the rank from RANK / WORLD_SIZE or the default process
+    group at iteration time and do not return it, so the index the seeds use and the one the split used would come
+    from two places, and a stream made for a given rank (by `Processes`, or by a test) would be split again by
+    whatever the environment says. Here rank and world size come from the caller only. With one process and no
+    loader workers (the miniature) both ways pass every shard through, in the epoch's order.
     """
 
     def __init__(self, shards: list[str], transform, seed: int, shuffle_buffer: int = 256,
                  rank: int = 0, world_size: int = 1, decode=None, skip_batches: int = 0, batch_size: int = 1,
-                 resample: bool = False):
+                 resample: bool = False, digests: Digests | None = None):
         super().__init__()
         if not shards:
             raise DataError("TrainStream needs at least one shard")
@@ -314,6 +392,7 @@ class TrainStream(torch.utils.data.IterableDataset):
         self.shuffle_buffer, self.rank, self.world_size = shuffle_buffer, rank, world_size
         self.decode = decode or _image_and_label
         self.skip_batches, self.batch_size, self.resample = skip_batches, batch_size, resample
+        self.digests = digests
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -325,12 +404,13 @@ class TrainStream(torch.utils.data.IterableDataset):
             order = torch.randperm(len(self.shards), generator=_generator(self.seed, epoch))
             shards = [self.shards[i] for i in order.tolist()]
             if len(shards) >= consumers:
-                samples = _read_shards(shards[consumer::consumers])
+                samples = read_samples(shards[consumer::consumers], self.digests)
             elif self.resample:
-                samples = wds.tarfile_to_samples()(iter(wds.ResampledShards(
-                    self.shards, seed=self.seed, worker_seed=lambda: consumer, deterministic=True)))
+                drawn = wds.ResampledShards(self.shards, seed=self.seed, worker_seed=lambda: consumer,
+                                            deterministic=True)
+                samples = read_samples((shard["url"] for shard in drawn), self.digests)
             else:
-                samples = itertools.islice(_read_shards(shards), consumer, None, consumers)
+                samples = itertools.islice(read_samples(shards, self.digests), consumer, None, consumers)
             empty = True
             shuffle = _generator(self.seed, consumers, consumer, epoch)
             for sample in _buffer_shuffle(samples, self.shuffle_buffer, shuffle):

@@ -5,7 +5,8 @@ SLURM array, README). Each output shard is renamed into place whole, then a JSON
 (`records/<name>.json`) notes the input's size and mtime, the digest of what made it (`ConceptSpec.fingerprint`)
 and its counts. A shard is redone only when its record is missing or no longer matches, so a killed or repeated
 run redoes only what is missing or changed. `merge_web_shards` writes the manifest once every shard is current;
-any shard update removes the manifest first, so a folder with a manifest is always complete.
+any shard update removes the manifest first, so a folder with a manifest is always complete. The manifest records
+each shard's sha256 and size: align checks the sizes at start and the digests as it reads (`caption_shard_paths`).
 """
 from __future__ import annotations
 
@@ -22,14 +23,14 @@ import webdataset as wds
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.datasets import bpe_spans, caption_shards, concepts, img2dataset
-from pipeline.datasets.caption_shards import MANIFEST, CaptionedImage, CaptionEncoder, Stats, square_jpeg
+from pipeline.datasets.caption_shards import (MANIFEST, SOURCE_IMG2DATASET, CaptionedImage, CaptionEncoder, Stats,
+                                              square_jpeg)
 from pipeline.datasets.concepts import concept_extractor
 from pipeline.datasets.img2dataset import read_shard
 from pipeline.datasets.shards import file_sha256
 from pipeline.errors import DataError
 
 RECORDS = "records"
-SOURCE = "img2dataset"
 _extractor = functools.cache(concept_extractor)  # one per worker process, reused across its shards
 
 
@@ -135,9 +136,9 @@ def merge_web_shards(sources: list[Path], out_dir: Path, spec: ConceptSpec) -> d
     for record in records.values():
         stats.add_record(record["stats"])
     names = list(records)
-    write_json(out_dir / MANIFEST, caption_shards.manifest(
-        "train", names, {name: record["sha256"] for name, record in records.items()}, stats.captions,
-        spec.encoder(), stats, source=SOURCE))
+    sha256, sizes = ({name: record[key] for name, record in records.items()} for key in ("sha256", "bytes"))
+    write_json(out_dir / MANIFEST, caption_shards.manifest("train", names, sha256, stats.captions, spec.encoder(),
+                                                           stats, source=SOURCE_IMG2DATASET, bytes=sizes))
     return stats.summary(stats.captions)
 
 

@@ -35,7 +35,7 @@ def run(args, params) -> None:
         raise PipelineError("--shards, --task and --merge apply to concepts.source: img2dataset only")
     else:
         stats = write_caption_shards(
-            paths.raw_dataset(params.data_root, "coco_captions"), cfg.split, paths.CONCEPTS, bank,
+            paths.raw_dataset(params.data_root, cfg.source), cfg.split, paths.CONCEPTS, bank,
             concept_extractor(cfg.backend, bank, cfg.spacy_model), image_size=cfg.image_size,
             shard_size=cfg.shard_size, max_concepts=cfg.max_concepts, max_concept_tokens=cfg.max_concept_tokens,
             workers=params.prepare.workers)

@@ -61,11 +61,12 @@ def _caption(sample: dict) -> tuple[CaptionSample]:
 
 def caption_loader(shards: CaptionShards, cfg: AlignCfg, fixed_view: bool, device: torch.device,
                    procs: Processes = Processes(), skip_batches: int = 0) -> DataLoader:
-    """The process's stream of caption views; web-scale shards are resampled when fewer than the consumers."""
+    """The process's stream of caption views; web-scale shards are resampled when fewer than the consumers, and
+    sha256-checked as they are read (`caption_shard_paths`)."""
     stream = TrainStream(shards.paths, CaptionView(cfg.image_size, cfg.crop_scale, fixed_view), seed=cfg.seed,
                          shuffle_buffer=cfg.shuffle_buffer, rank=procs.rank, world_size=procs.world_size,
                          decode=_caption, skip_batches=skip_batches, batch_size=cfg.micro_batch_size,
-                         resample=shards.web)
+                         resample=shards.web, digests=shards.digests)
     return DataLoader(stream, batch_size=cfg.micro_batch_size, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
 
