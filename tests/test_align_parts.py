@@ -2,10 +2,12 @@ import math
 
 import pytest
 import torch
+from torchvision.io import encode_jpeg
 
 from pipeline.datasets.caption_augment import full_view, random_resized_crop, random_resized_crop_box
 from pipeline.config import parse_params
-from pipeline.training.align import MicroBatch, build_trainer, param_groups, train_step, warmup_cosine
+from pipeline.datasets.caption_shards import CaptionSample
+from pipeline.training.align import CaptionView, MicroBatch, build_trainer, param_groups, train_step, warmup_cosine
 from pipeline.training.feature_cache import DiskFeatureCache, FeatureCache
 
 
@@ -85,6 +87,28 @@ def test_feature_cache_computes_each_image_once(tmp_path, kind):
     if kind == "disk":  # a new process finds the files
         again = DiskFeatureCache(tmp_path, torch.device("cpu"))
         assert torch.equal(again.features(["b"], images[:1], compute)[0][0], first[0][1]) and calls == [3, 1]
+
+
+def test_cached_view_decodes_only_images_not_handed_out_in_an_earlier_batch():
+    """The feature cache holds an image's features once its batch was read: later visits skip the decode."""
+    jpeg = encode_jpeg(torch.randint(0, 256, (3, 24, 24), dtype=torch.uint8)).numpy().tobytes()
+    view = CaptionView(16, (0.9, 1.0), cached=True, batch_size=2)
+    empty = torch.zeros(1, dtype=torch.int64)
+    # batches of 2: [a a] [a b] [c a] [b c]; a skipped image is not a JPEG, so decoding it would raise
+    expected = [("a", True), ("a", True), ("a", False), ("b", True), ("c", True), ("a", False), ("b", False),
+                ("c", False)]
+    for key, real in expected:
+        sample = CaptionSample(f"{key}_0", key, jpeg if real else b"not a jpeg", empty, empty, empty)
+        image, *_, image_key, is_real = view(sample, torch.Generator())
+        assert image.shape == (3, 16, 16) and (image_key, is_real) == (key, real)
+        assert torch.equal(image, full_view(sample.image, 16) if real else torch.zeros_like(image))
+
+
+def test_feature_cache_refuses_a_blank_image_it_lacks():
+    cache = FeatureCache()
+    _, compute = _compute_counter()
+    with pytest.raises(RuntimeError, match=r"no features for \['b'\]"):
+        cache.features(["a", "b"], torch.zeros(2, 8, dtype=torch.uint8), compute, real=[True, False])
 
 
 @pytest.mark.parametrize("concept_weight", [0.0, 0.05], ids=["lit", "simzss"])

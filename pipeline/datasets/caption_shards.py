@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import multiprocessing
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -247,24 +249,57 @@ def caption_shard_paths(out_dir: Path) -> CaptionShards:
 class CaptionSample:
     key: str
     image_key: str
-    image: torch.Tensor  # uint8 3xHxW RGB
+    jpeg: bytes  # the encoded image; `image` decodes it
     tokens: torch.Tensor  # int64 [77]
     concepts: torch.Tensor  # int64 [max_concepts], -1 padded
     spans: torch.Tensor  # int64 [max_concepts, max_concept_tokens], 0 padded
 
+    @cached_property
+    def image(self) -> torch.Tensor:
+        """uint8 3xHxW RGB, decoded on first use: the feature cache's view skips images whose features it holds."""
+        return decode_tensor(torch.frombuffer(bytearray(self.jpeg), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+@lru_cache(maxsize=64)
+def _npy_layout(header: bytes) -> tuple[np.dtype, tuple[int, ...], str]:
+    """(dtype, shape, order) of a .npy header. The samples' arrays share a handful of headers, and numpy parses
+    each one with `ast.literal_eval`, which took most of the time spent reading the arrays."""
+    f = io.BytesIO(header)
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(f)
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed")
+    return dtype, shape, "F" if fortran_order else "C"
+
+
+def _npy_header_size(data: bytes) -> int:
+    """Bytes before a .npy file's data: magic, version, header length (2 bytes in format 1.0, 4 after) and header."""
+    if data[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy file")
+    if data[6] == 1:
+        return 10 + int.from_bytes(data[8:10], "little")
+    return 12 + int.from_bytes(data[8:12], "little")
+
 
 def _array(sample: dict, member: str) -> torch.Tensor:
-    return torch.from_numpy(np.load(io.BytesIO(sample[member]))).long()
+    """A member's .npy array as int64, what `np.load` gives, with the parsed header reused across samples."""
+    data = sample[member]
+    try:
+        start = _npy_header_size(data)
+        dtype, shape, order = _npy_layout(data[:start])
+        array = np.frombuffer(data, dtype, count=math.prod(shape), offset=start).reshape(shape, order=order)
+    except ValueError as err:
+        raise DataError(f"{sample.get('__url__', '?')}: {member} of {sample.get('__key__', '?')!r}: {err}") from err
+    return torch.from_numpy(array.astype(np.int64))
 
 
 def decode_caption_sample(sample: dict) -> CaptionSample:
-    """A raw WebDataset sample of the caption shards -> CaptionSample."""
+    """A raw WebDataset sample of the caption shards -> CaptionSample (its image decoded when first used)."""
     key = sample.get("__key__", "?")
     missing = [m for m in _MEMBERS if m not in sample]
     if missing:
         raise DataError(f"{sample.get('__url__', '?')}: caption sample {key!r} lacks {missing}")
-    image = decode_tensor(torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8),
-                          mode=ImageReadMode.RGB)
-    return CaptionSample(key, json.loads(sample["json"])["image"], image,
+    return CaptionSample(key, json.loads(sample["json"])["image"], sample["jpg"],
                          _array(sample, "tokens.npy"), _array(sample, "concepts.npy"),
                          _array(sample, "spans.npy"))

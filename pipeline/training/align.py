@@ -39,34 +39,52 @@ class AlignResult:
 
 
 class CaptionView:
-    """CaptionSample -> (image uint8 3 x size x size, tokens, concept ids, spans, image key).
+    """CaptionSample -> (image uint8 3 x size x size, tokens, concept ids, spans, image key, whether the image is real).
 
-    `fixed` gives the cached full view instead of the random resized crop.
+    Without the feature cache (`cached` False), a random resized crop of each sample. With it, the full view: the
+    cache holds the features of every image this consumer handed out in an earlier batch by the time it reads the
+    current one, so such an image is neither decoded nor resized again (that was most of the loader's time) and a
+    blank image stands in for it. An image first handed out in the current batch is still decoded each time, as
+    before, since the cache gets it only with this batch. Batches are the `batch_size` consecutive samples this
+    view transforms (TrainStream's batches, a resumed stream's included).
     """
 
-    def __init__(self, size: int, scale: tuple[float, float], fixed: bool):
-        self.size, self.scale, self.fixed = size, scale, fixed
+    def __init__(self, size: int, scale: tuple[float, float], cached: bool, batch_size: int):
+        self.size, self.scale, self.cached, self.batch_size = size, scale, cached, batch_size
+        self.handed_out: set[str] = set()  # image keys of the earlier batches
+        self.batch: set[str] = set()  # image keys of the current batch
+        self.count = 0
 
     def __call__(self, sample: CaptionSample, g: torch.Generator):
-        if self.fixed:
-            image = full_view(sample.image, self.size)
+        if not self.cached:
+            image, real = random_resized_crop(sample.image, self.size, self.scale, g), True
         else:
-            image = random_resized_crop(sample.image, self.size, self.scale, g)
-        return image, sample.tokens, sample.concepts, sample.spans, sample.image_key
+            real = sample.image_key not in self.handed_out
+            image = full_view(sample.image, self.size) if real else torch.zeros(3, self.size, self.size,
+                                                                                 dtype=torch.uint8)
+            self._hand_out(sample.image_key)
+        return image, sample.tokens, sample.concepts, sample.spans, sample.image_key, real
+
+    def _hand_out(self, image_key: str) -> None:
+        self.batch.add(image_key)
+        self.count += 1
+        if self.count % self.batch_size == 0:
+            self.handed_out |= self.batch
+            self.batch = set()
 
 
 def _caption(sample: dict) -> tuple[CaptionSample]:
     return (decode_caption_sample(sample),)
 
 
-def caption_loader(shards: CaptionShards, cfg: AlignCfg, fixed_view: bool, device: torch.device,
+def caption_loader(shards: CaptionShards, cfg: AlignCfg, cached: bool, device: torch.device,
                    procs: Processes = Processes(), skip_batches: int = 0) -> DataLoader:
     """The process's stream of caption views; web-scale shards are resampled when fewer than the consumers, and
     sha256-checked as they are read (`caption_shard_paths`)."""
-    stream = TrainStream(shards.paths, CaptionView(cfg.image_size, cfg.crop_scale, fixed_view), seed=cfg.seed,
-                         shuffle_buffer=cfg.shuffle_buffer, rank=procs.rank, world_size=procs.world_size,
-                         decode=_caption, skip_batches=skip_batches, batch_size=cfg.micro_batch_size,
-                         resample=shards.web, digests=shards.digests)
+    view = CaptionView(cfg.image_size, cfg.crop_scale, cached, cfg.micro_batch_size)
+    stream = TrainStream(shards.paths, view, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer, rank=procs.rank,
+                         world_size=procs.world_size, decode=_caption, skip_batches=skip_batches,
+                         batch_size=cfg.micro_batch_size, resample=shards.web, digests=shards.digests)
     return DataLoader(stream, batch_size=cfg.micro_batch_size, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda", persistent_workers=cfg.workers > 0)
 
@@ -201,9 +219,9 @@ def align_text(tower: Encoder, cfg: AlignCfg, text_cfg: TextTowerCfg, concept_we
         return normalized_tokens(tower, images.float().div_(255), precision, cfg.global_token)
 
     def micro_batch() -> MicroBatch:
-        images, tokens, concepts, spans, keys = next(loop.batches)
+        images, tokens, concepts, spans, keys, real = next(loop.batches)
         images = images.to(device, non_blocking=True)
-        features = vision(images) if cache is None else cache.features(list(keys), images, vision)
+        features = vision(images) if cache is None else cache.features(list(keys), images, vision, real.tolist())
         return MicroBatch(*features, tokens.to(device), concepts.to(device), spans.to(device))
 
     with loop:

@@ -31,10 +31,18 @@ class FeatureCache:
     def save(self, key: str, features: Features) -> None:
         self.store[key] = features
 
-    def features(self, keys: list[str], images: torch.Tensor, compute: Callable[[torch.Tensor], Features]) -> Features:
-        """Features of a batch: cached rows looked up, the others computed from `images` in one forward and stored."""
+    def features(self, keys: list[str], images: torch.Tensor, compute: Callable[[torch.Tensor], Features],
+                 real: list[bool] | None = None) -> Features:
+        """Features of a batch: cached rows looked up, the others computed from `images` in one forward and stored.
+
+        `real` tells which rows hold the image (the loader leaves out images it knows are cached); a missing row
+        without one stops the run rather than caching the features of a blank image.
+        """
         found = [self.lookup(k) for k in keys]
         missing = [i for i, f in enumerate(found) if f is None]
+        if real is not None and not all(real[i] for i in missing):
+            raise RuntimeError(f"feature cache: no features for {[keys[i] for i in missing if not real[i]]}, "
+                               "whose images the loader left out as cached")
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
         if missing:
