@@ -3,8 +3,9 @@
 The miniature's own params, with one tower, so the claim is about what `make repro` runs. The
 claim is on the benchmarks without background (the paper's Table 1): with background the result
 also depends on the untuned background threshold. The paper's headline, SimZSS above LiT, holds on
-the mim tower: over align seeds 0-2 by 1.12, 1.42 and 0.79 points (README: The miniature). On the
-supervised tower it is within its seed noise, so only the mim tower is asserted.
+the mim tower over align seeds 0-2 with one thread (by 1.12, 1.42 and 0.79 points), but `make repro`'s
+two-thread seed 0 gives -0.19, and on the supervised tower it is within its seed noise (README: The
+miniature), so no test asserts it.
 """
 import copy
 import json
@@ -21,7 +22,6 @@ from tests.dvc_repo import DVC, dvc_repo, run
 pytestmark = pytest.mark.e2e
 
 TOWER = "mim"
-SIMZSS_MARGIN = 0.5  # mIoU points; the smallest lead over align seeds 0-2 was 0.79
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,6 @@ def test_both_methods_beat_chance_fourfold(study):
     for method, r in results.items():
         assert r["miou_mean_without_background"] == pytest.approx(sum(r[f"miou_{b}"] for b in benchmarks) / len(benchmarks))
         assert r["miou_mean_without_background"] > 4 * chance, method
-
-
-def test_simzss_beats_lit_by_a_margin(study):
-    """The paper's headline (Table 1), on the mean without background."""
-    _, _, results = study
-    simzss, lit = (100 * results[m]["miou_mean_without_background"] for m in ("simzss", "lit"))
-    assert simzss > lit + SIMZSS_MARGIN, (simzss, lit)
 
 
 def test_the_concept_loss_is_what_differs(study):
