@@ -91,7 +91,7 @@ def test_paper_settings_are_all_defined(raw_params):
         (lambda p: p["align"].update(warmup=1.5), "align.warmup must be in [0, 1) (a fraction of the steps), got 1.5"),
         (lambda p: p["align"].update(betas=[0.9]), "align.betas: expected [float, float], got [0.9]"),
         (lambda p: p["align"].update(batch_size=0), "align.batch_size must be positive"),
-        (lambda p: p["text_tower"].update(heads=3), "text_tower.width (64) must be a multiple of text_tower.heads"),
+        (lambda p: p["text_tower"].update(width=64, heads=3), "text_tower.width (64) must be a multiple of text_tower.heads"),
         (lambda p: p["zeroshot"].update(benchmarks=["imagenet"]), "zeroshot.benchmarks[0]: unknown value"),
         (lambda p: p["zeroshot"].update(stride=200), "zeroshot.stride (200) must not exceed"),
         (lambda p: p["zeroshot"]["background_threshold"].pop("pascal_voc"), "zeroshot.background_threshold.pascal_voc: missing"),
