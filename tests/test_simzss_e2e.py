@@ -4,8 +4,8 @@ The miniature's own params, with one tower, so the claim is about what `make rep
 claim is on the benchmarks without background (the paper's Table 1): with background the result
 also depends on the untuned background threshold. The paper's headline, SimZSS above LiT, holds on
 the mim tower in align seeds 0-2 (by 1.21, 0.25 and 0.26 points, README: The miniature), but by less than
-twice the spread of those leads; the guard below is on `make repro`'s seed 0, whose numbers are the same
-on every machine of the CI's kind, with a margin under its lead.
+twice the spread of those leads; the guard below is on `make repro`'s seed 0 (the same to the bit on the
+machines of the CI's kind it was run on), with a margin under its lead.
 """
 import copy
 import json
